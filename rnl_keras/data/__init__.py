@@ -1,0 +1,1 @@
+"""Video input: list files, decoding, TSN/TSM sampling, clip-consistent augmentation, shards."""

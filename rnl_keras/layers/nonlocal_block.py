@@ -1,0 +1,79 @@
+"""The original embedded-Gaussian non-local block (Wang et al.), the baseline of Table III.
+
+    theta = x W_theta, phi = x W_phi, g = x W_g       three 1x1x1 convs C -> C/2 (with bias)
+    y_i = sum_j softmax_j(theta_i . phi_j) g_j          paper eq. (1) with the embedded Gaussian f
+    z = BN(y W + b) + x                                 BN gamma = beta = 0 at init (identity)
+
+``subsample=True`` max-pools phi and g by 1x2x2, as in the NL paper.
+"""
+import keras
+from keras import ops
+
+from rnl_keras.layers import attention_ops
+from rnl_keras.layers.region_nonlocal import flatten_positions, subsample_keys
+
+
+@keras.saving.register_keras_serializable(package="rnl_keras")
+class NonLocal(keras.layers.Layer):
+    """Embedded-Gaussian non-local block, input and output (B, T, H, W, C)."""
+
+    def __init__(self, reduction=2, subsample=False, query_chunk_size=None, bn_epsilon=1e-5,
+                 bn_momentum=0.9, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        self.reduction = int(reduction)
+        self.subsample = bool(subsample)
+        self.query_chunk_size = None if query_chunk_size is None else int(query_chunk_size)
+        self.bn_epsilon = float(bn_epsilon)
+        self.bn_momentum = float(bn_momentum)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) != 5:
+            raise ValueError(f"NonLocal expects (B, T, H, W, C), got shape {input_shape}")
+        channels = input_shape[-1]
+        self.inter_channels = max(channels // self.reduction, 1)
+        policy = self.dtype_policy
+        for name in ("theta", "phi", "g"):
+            dense = keras.layers.Dense(self.inter_channels, kernel_initializer=self.kernel_initializer,
+                                       dtype=policy, name=name)
+            dense.build(input_shape)
+            setattr(self, name, dense)
+        self.w = keras.layers.Dense(channels, kernel_initializer=self.kernel_initializer,
+                                    dtype=policy, name="w")
+        self.w.build(tuple(input_shape[:-1]) + (self.inter_channels,))
+        self.bn = keras.layers.BatchNormalization(
+            axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+            gamma_initializer="zeros", beta_initializer="zeros", dtype=policy, name="bn")
+        self.bn.build(input_shape)
+
+    def embeddings(self, x):
+        queries, keys, values = self.theta(x), self.phi(x), self.g(x)
+        if self.subsample:
+            keys, values = subsample_keys(keys), subsample_keys(values)
+        return tuple(flatten_positions(t) for t in (queries, keys, values))
+
+    def call(self, x, training=None):
+        queries, keys, values = self.embeddings(x)
+        y = attention_ops.attend(queries, keys, values, "gaussian", self.query_chunk_size)
+        y = ops.reshape(y, tuple(ops.shape(x)[:-1]) + (self.inter_channels,))
+        return self.bn(self.w(y), training=training) + x
+
+    def attention_weights(self, x, query_positions):
+        """softmax weights of the chosen query rows (flattened T, H, W indices): (B, Q, N_k)."""
+        queries, keys, _ = self.embeddings(x)
+        rows = ops.take(queries, ops.convert_to_tensor(query_positions, "int32"), axis=1)
+        return attention_ops.attention_weights(rows, keys, "gaussian")
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "reduction": self.reduction,
+            "subsample": self.subsample,
+            "query_chunk_size": self.query_chunk_size,
+            "bn_epsilon": self.bn_epsilon,
+            "bn_momentum": self.bn_momentum,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

@@ -1,0 +1,172 @@
+"""The region-based non-local (RNL) block, paper eqs. (2)-(9), as the authors' release computes it.
+
+For an input clip x (B, T, H, W, C) and C' = C / reduction:
+
+    v = x W_g + b_g                       1x1x1 conv with bias ("theta" in the release), eq. (9)
+    p = F_theta(v)                        region summary theta(N_i) of eq. (3): channel-wise 3D conv
+                                          (or avg / max pooling), stride 1, same padding
+    y_i = sum_j f(p_i, p_j) v_j / C(x)    eqs. (4)-(7); f Gaussian (softmax, eq. (9)), dot or cosine
+    z = BN(y W_z + b_z) + x               eq. (8); BN gamma = beta = 0 at init: a new block is the identity
+
+The similarity is computed between regions (p) and the values are the un-aggregated v, exactly as
+eq. (9): softmax(F(xW_g) F(xW_g)^T) xW_g. See FACTS.md section 1 for how this matches the release.
+
+Options beyond the paper: ``query_chunk_size`` (bounded attention memory, same result) and
+``key_subsample`` (1x2x2 max-pooling of keys and values, as the NL paper and the RNL release offer).
+"""
+import keras
+from keras import ops
+
+from rnl_keras.layers import attention_ops
+from rnl_keras.layers.region_aggregation import depthwise_conv3d, max_pool3d
+
+AGGREGATIONS = ("conv", "avg", "max")
+
+
+def _triple(value, name):
+    if isinstance(value, int):
+        value = (value, value, value)
+    value = tuple(int(v) for v in value)
+    if len(value) != 3 or any(v < 1 or v % 2 == 0 for v in value):
+        raise ValueError(f"{name} must be three odd positive ints (kt, kh, kw), got {value}")
+    return value
+
+
+def subsample_keys(x):
+    """1x2x2 max-pooling (stride 1x2x2, no padding) of a clip tensor (B, T, H, W, C)."""
+    shape = ops.shape(x)
+    frames = ops.reshape(x, (-1,) + tuple(shape[2:]))
+    pooled = ops.max_pool(frames, 2, strides=2, padding="valid")
+    pshape = ops.shape(pooled)
+    return ops.reshape(pooled, (-1, x.shape[1]) + tuple(pshape[1:]))
+
+
+def flatten_positions(x):
+    """(B, T, H, W, C) -> (B, T*H*W, C), static when the shape is."""
+    dims = x.shape[1:4]
+    n = dims[0] * dims[1] * dims[2] if None not in dims else -1
+    return ops.reshape(x, (-1, n, x.shape[-1]))
+
+
+@keras.saving.register_keras_serializable(package="rnl_keras")
+class RegionNonLocal(keras.layers.Layer):
+    """Region-based non-local block (Huang & Bors), input and output (B, T, H, W, C).
+
+    Args:
+        similarity: ``"gaussian"`` (eq. 5, softmax normalisation), ``"dot"`` (eq. 6, / THW) or
+            ``"cosine"`` (eq. 7, ReLU(cos) / THW).
+        aggregation: F_theta: ``"conv"`` (channel-wise conv), ``"avg"`` or ``"max"`` pooling.
+        kernel_size: region size (kt, kh, kw) of F_theta, odd; 3x7x7 in res3, 3x3x3 in res4.
+        reduction: C' = C / reduction channels for v and p (2 in the paper).
+        query_chunk_size: build the attention this many query rows at a time (same output,
+            O(N * chunk) memory instead of O(N^2)). ``None`` = all at once.
+        key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
+            C(x) then counts the pooled key positions.
+        bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).
+    """
+
+    def __init__(self, similarity="gaussian", aggregation="conv", kernel_size=(3, 7, 7),
+                 reduction=2, query_chunk_size=None, key_subsample=False, bn_epsilon=1e-5,
+                 bn_momentum=0.9, kernel_initializer="glorot_uniform", **kwargs):
+        super().__init__(**kwargs)
+        if similarity not in attention_ops.SIMILARITIES:
+            raise ValueError(f"RegionNonLocal: similarity must be one of "
+                             f"{attention_ops.SIMILARITIES}, got {similarity!r}")
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"RegionNonLocal: aggregation must be one of {AGGREGATIONS}, "
+                             f"got {aggregation!r}")
+        if query_chunk_size is not None and int(query_chunk_size) < 1:
+            raise ValueError(f"RegionNonLocal: query_chunk_size must be >= 1 or None, "
+                             f"got {query_chunk_size}")
+        self.similarity = similarity
+        self.aggregation = aggregation
+        self.kernel_size = _triple(kernel_size, "RegionNonLocal: kernel_size")
+        self.reduction = int(reduction)
+        self.query_chunk_size = None if query_chunk_size is None else int(query_chunk_size)
+        self.key_subsample = bool(key_subsample)
+        self.bn_epsilon = float(bn_epsilon)
+        self.bn_momentum = float(bn_momentum)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        if len(input_shape) != 5:
+            raise ValueError(f"RegionNonLocal expects (B, T, H, W, C), got shape {input_shape}")
+        if input_shape[1] is None:
+            raise ValueError("RegionNonLocal needs a static number of frames T (axis 1)")
+        channels = input_shape[-1]
+        self.inter_channels = max(channels // self.reduction, 1)
+        policy = self.dtype_policy
+        self.theta = keras.layers.Dense(self.inter_channels, use_bias=True,
+                                        kernel_initializer=self.kernel_initializer,
+                                        dtype=policy, name="theta")
+        self.theta.build(input_shape)
+        if self.aggregation == "conv":
+            self.f_theta_kernel = self.add_weight(
+                name="f_theta_kernel", shape=self.kernel_size + (self.inter_channels,),
+                initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"))
+        self.w_z = keras.layers.Dense(channels, use_bias=True,
+                                      kernel_initializer=self.kernel_initializer,
+                                      dtype=policy, name="w_z")
+        self.w_z.build(tuple(input_shape[:-1]) + (self.inter_channels,))
+        self.bn = keras.layers.BatchNormalization(
+            axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
+            gamma_initializer="zeros", beta_initializer="zeros", dtype=policy, name="bn")
+        self.bn.build(input_shape)
+
+    # -- the pieces of eq. (9) ------------------------------------------------------------------
+    def region_summary(self, v):
+        """F_theta(v) of eq. (3): (B, T, H, W, C') -> (B, T, H, W, C')."""
+        if self.aggregation == "conv":
+            return depthwise_conv3d(v, ops.cast(self.f_theta_kernel, v.dtype))
+        if self.aggregation == "avg":
+            kt, kh, kw = self.kernel_size
+            kernel = ops.full(self.kernel_size + (self.inter_channels,), 1.0 / (kt * kh * kw),
+                              dtype=v.dtype)
+            return depthwise_conv3d(v, kernel)
+        return max_pool3d(v, self.kernel_size)
+
+    def embeddings(self, x):
+        """Queries, keys and values (B, N, C'), (B, N_k, C'), (B, N_k, C') of the block."""
+        v = self.theta(x)
+        p = self.region_summary(v)
+        keys, values = p, v
+        if self.key_subsample:
+            keys, values = subsample_keys(p), subsample_keys(v)
+        queries, keys, values = (flatten_positions(t) for t in (p, keys, values))
+        if self.similarity == "cosine":
+            queries, keys = attention_ops.l2_normalize(queries), attention_ops.l2_normalize(keys)
+        return queries, keys, values
+
+    def call(self, x, training=None):
+        queries, keys, values = self.embeddings(x)
+        y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size)
+        y = ops.reshape(y, tuple(ops.shape(x)[:-1]) + (self.inter_channels,))
+        return self.bn(self.w_z(y), training=training) + x
+
+    def attention_weights(self, x, query_positions):
+        """w_ij for the chosen query rows only: float32 (B, Q, N_k).
+
+        ``query_positions`` are indices into the flattened (T, H, W) grid of ``x``
+        (t * H * W + h * W + w). Only Q x N_k weights are built, never N x N. The keys lie on the
+        (T, H, W) grid, or (T, H // 2, W // 2) with ``key_subsample``.
+        """
+        queries, keys, _ = self.embeddings(x)
+        rows = ops.take(queries, ops.convert_to_tensor(query_positions, "int32"), axis=1)
+        return attention_ops.attention_weights(rows, keys, self.similarity)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "similarity": self.similarity,
+            "aggregation": self.aggregation,
+            "kernel_size": self.kernel_size,
+            "reduction": self.reduction,
+            "query_chunk_size": self.query_chunk_size,
+            "key_subsample": self.key_subsample,
+            "bn_epsilon": self.bn_epsilon,
+            "bn_momentum": self.bn_momentum,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

@@ -1,0 +1,216 @@
+"""TSM-ResNet50 with region-based non-local blocks (paper Table I and Section III-E).
+
+The backbone is a 2D ResNet-50 applied to every frame (clips travel as (B*T, H, W, C) frame
+batches), with the temporal shift (TSM, fold_div 8) on the input of conv1 of every bottleneck's
+residual branch ("blockres") and the temporal size kept constant. Attention blocks are inserted
+after chosen residual blocks; by default the paper's 5: after res3[0], res3[2], res4[0], res4[2],
+res4[4] (0-based). Layer names follow ``keras.applications.ResNet50`` (``conv3_block1_1_conv``...;
+res3 = Keras' "conv3" stage, res3[0] = ``conv3_block1``), so its weight files load by name.
+
+Per-frame logits (dropout 0.5, then a dense classifier) are averaged over T (TSN consensus).
+"""
+import os
+
+import keras
+from keras import layers
+
+from rnl_keras.layers import (ChannelGate, ClipToFrames, FramesToClip, NonLocal, RegionNonLocal,
+                              SEChain, SqueezeExcite, TemporalAverage, TemporalShift)
+
+ATTENTIONS = ("none", "nl", "se", "gate", "rnl", "se+rnl")
+DEFAULT_PLACEMENT = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
+DEFAULT_RNL_KERNELS = {"res3": (3, 7, 7), "res4": (3, 3, 3), "res2": (3, 7, 7), "res5": (3, 3, 3)}
+STAGES = (("res2", "conv2", 64, 3, 1), ("res3", "conv3", 128, 4, 2),
+          ("res4", "conv4", 256, 6, 2), ("res5", "conv5", 512, 3, 2))
+VARIANTS = ("keras", "torchvision")
+
+
+def _check_placement(placement):
+    blocks = {stage: count for stage, _, _, count, _ in STAGES}
+    out = []
+    for item in placement:
+        stage, index = item
+        if stage not in blocks or not 0 <= int(index) < blocks[stage]:
+            raise ValueError(f"placement entry {item!r}: expected (stage, block) with stage in "
+                             f"{tuple(blocks)} and 0 <= block < the stage's block count {blocks}")
+        out.append((stage, int(index)))
+    return tuple(out)
+
+
+def _attention_block(kind, stage, name, rnl_kernels, rnl_kwargs, nl_kwargs, se_reduction, dtype):
+    rnl_kwargs = dict(rnl_kwargs or {})
+    rnl_kwargs.setdefault("kernel_size", rnl_kernels.get(stage, DEFAULT_RNL_KERNELS[stage]))
+    if kind == "rnl":
+        return RegionNonLocal(name=f"{name}_rnl", dtype=dtype, **rnl_kwargs)
+    if kind == "se+rnl":
+        return SEChain("se", se_reduction=se_reduction, name=f"{name}_sernl", dtype=dtype,
+                       **rnl_kwargs)
+    if kind == "nl":
+        return NonLocal(name=f"{name}_nl", dtype=dtype, **(nl_kwargs or {}))
+    if kind == "se":
+        return SqueezeExcite(reduction=se_reduction, mode="scale", name=f"{name}_se", dtype=dtype)
+    if kind == "gate":
+        # Table III's "+5 GC" (24.79M) is GCNet's ratio 1/16; the release's single gate uses 1/2.
+        return ChannelGate(reduction=se_reduction, name=f"{name}_gate", dtype=dtype)
+    raise ValueError(f"attention must be one of {ATTENTIONS}, got {kind!r}")
+
+
+class _Builder:
+    """Holds the options while the functional graph is laid out."""
+
+    def __init__(self, num_frames, shift, fold_div, variant, use_conv_bias, bn_epsilon):
+        self.num_frames = num_frames
+        self.shift = shift
+        self.fold_div = fold_div
+        self.variant = variant
+        self.use_bias = use_conv_bias
+        self.bn_epsilon = bn_epsilon
+
+    def conv_bn(self, x, filters, kernel, stride, name, relu=True):
+        if kernel == 3 and stride > 1:
+            # torchvision pads 1 on every side; "same" would pad (0, 1) at stride 2.
+            x = layers.ZeroPadding2D(1, name=f"{name}_pad")(x)
+            padding = "valid"
+        else:
+            padding = "same"
+        x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=self.use_bias,
+                          name=f"{name}_conv")(x)
+        x = layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon, name=f"{name}_bn")(x)
+        return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
+
+    def bottleneck(self, x, filters, stride, shortcut_conv, name):
+        if shortcut_conv:
+            shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=self.use_bias,
+                                     name=f"{name}_0_conv")(x)
+            shortcut = layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon,
+                                                 name=f"{name}_0_bn")(shortcut)
+        else:
+            shortcut = x
+        if self.shift:
+            x = TemporalShift(self.num_frames, self.fold_div, name=f"{name}_shift")(x)
+        # Keras' ResNet50 (v1) strides the first 1x1 conv; torchvision's (v1.5, TSM's) the 3x3.
+        s1, s3 = (stride, 1) if self.variant == "keras" else (1, stride)
+        x = self.conv_bn(x, filters, 1, s1, f"{name}_1")
+        x = self.conv_bn(x, filters, 3, s3, f"{name}_2")
+        x = self.conv_bn(x, 4 * filters, 1, 1, f"{name}_3", relu=False)
+        x = layers.Add(name=f"{name}_add")([shortcut, x])
+        return layers.Activation("relu", name=f"{name}_out")(x)
+
+    def clip_block(self, x, block, name):
+        """Apply a (B, T, H, W, C) block to a frame batch."""
+        clip = FramesToClip(self.num_frames, name=f"{name}_to_clip")(x)
+        return ClipToFrames(name=f"{name}_to_frames")(block(clip))
+
+
+def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shift=True,
+                 fold_div=8, placement=DEFAULT_PLACEMENT, rnl_kernel_sizes=None, rnl_kwargs=None,
+                 nl_kwargs=None, se_reduction=16, channel_gate_at=(), dropout=0.5,
+                 include_top=True, weights=None, resnet_variant="keras", use_conv_bias=True,
+                 bn_epsilon=1.001e-5, dtype=None, name=None):
+    """Build the (RNL) TSM-ResNet50 video classifier as a functional Keras model.
+
+    Args:
+        num_classes: classifier outputs K.
+        num_frames: T, frames per clip (fixed in the graph: the shift and attention need it).
+        attention: ``"none" | "nl" | "se" | "gate" | "rnl" | "se+rnl"``: the block put at every
+            ``placement`` position ("se" = original SE r=16, "se+rnl" = SEChain with the additive SE).
+        image_size: square input size, or ``None`` for any H and W.
+        shift: TSM temporal shift in every bottleneck; ``False`` gives the per-frame TSN backbone.
+        placement: (stage, 0-based block) pairs after which attention blocks go.
+        rnl_kernel_sizes: {stage: (kt, kh, kw)}; default 3x7x7 in res3 and 3x3x3 in res4.
+        rnl_kwargs / nl_kwargs: extra arguments of RegionNonLocal / NonLocal (similarity,
+            aggregation, query_chunk_size, key_subsample / subsample, ...).
+        channel_gate_at: positions that get a ChannelGate before their attention block (the
+            authors' release: ``(("res3", 0),)``).
+        include_top: ``False`` returns per-frame pooled features (B, T, 2048).
+        weights: path of a local ``keras.applications`` ResNet-50 ImageNet weights file (with or
+            without top) loaded into the backbone; new blocks keep their identity init.
+        resnet_variant: ``"keras"`` (stride in the first 1x1 conv, matches Keras weights) or
+            ``"torchvision"`` (stride in the 3x3 conv, matches TSM / the authors' checkpoints).
+        use_conv_bias, bn_epsilon: Keras' ResNet50 has conv biases and eps 1.001e-5;
+            torchvision none and 1e-5.
+    Returns:
+        A ``keras.Model`` mapping float32 (B, T, H, W, 3) clips normalised with ImageNet mean/std
+        to logits (B, num_classes) (float32 even under a mixed precision policy).
+    """
+    if attention not in ATTENTIONS:
+        raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
+    if resnet_variant not in VARIANTS:
+        raise ValueError(f"resnet_variant must be one of {VARIANTS}, got {resnet_variant!r}")
+    if int(num_frames) < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if include_top and int(num_classes) < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    placement = _check_placement(placement) if attention != "none" else ()
+    gates = set(_check_placement(channel_gate_at))
+    rnl_kernels = {**DEFAULT_RNL_KERNELS, **(rnl_kernel_sizes or {})}
+    builder = _Builder(int(num_frames), shift, fold_div, resnet_variant, use_conv_bias, bn_epsilon)
+
+    inputs = keras.Input((num_frames, image_size, image_size, 3), name="clip")
+    x = ClipToFrames(name="frames")(inputs)
+    x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
+    x = layers.Conv2D(64, 7, strides=2, use_bias=use_conv_bias, name="conv1_conv")(x)
+    x = layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, name="conv1_bn")(x)
+    x = layers.Activation("relu", name="conv1_relu")(x)
+    x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
+    x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
+    for stage, prefix, filters, blocks, stride in STAGES:
+        for index in range(blocks):
+            block_name = f"{prefix}_block{index + 1}"
+            x = builder.bottleneck(x, filters, stride if index == 0 else 1, index == 0, block_name)
+            if (stage, index) in gates:
+                x = builder.clip_block(x, ChannelGate(name=f"{block_name}_gate"), f"{block_name}_gate")
+            if (stage, index) in placement:
+                block = _attention_block(attention, stage, block_name, rnl_kernels, rnl_kwargs,
+                                         nl_kwargs, se_reduction, dtype)
+                x = builder.clip_block(x, block, block.name)
+    x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
+    if include_top:
+        x = layers.Dropout(dropout, name="dropout")(x)
+        x = layers.Dense(num_classes, dtype="float32", name="fc")(x)
+        outputs = TemporalAverage(num_frames, dtype="float32", name="consensus")(x)
+    else:
+        outputs = FramesToClip(num_frames, name="frame_features")(x)
+    model = keras.Model(inputs, outputs, name=name or f"tsm_resnet50_{attention.replace('+', '_')}")
+    if weights is not None:
+        load_resnet50_weights(model, weights)
+    return model
+
+
+def load_resnet50_weights(model, path):
+    """Load a ``keras.applications`` ResNet-50 weights file into the backbone layers of ``model``.
+
+    Works for files with or without the ImageNet top. Attention blocks and the classifier keep
+    their initial weights. Raises a clear error for a missing or unreadable file.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"weights={path!r}: no such file (expected a keras.applications "
+                                "ResNet-50 weights file, e.g. *.weights.h5 or the *_notop.h5 download)")
+    errors = []
+    for include_top in (False, True):
+        reference = keras.applications.ResNet50(include_top=include_top, weights=None,
+                                                input_shape=(None, None, 3) if not include_top
+                                                else (224, 224, 3))
+        try:
+            reference.load_weights(path)
+            break
+        except Exception as err:  # the file is for the other variant, or not a weights file
+            errors.append(f"include_top={include_top}: {err}")
+    else:
+        raise ValueError(f"weights={path!r}: could not be loaded as keras.applications ResNet50 "
+                         f"weights: {'; '.join(errors)}")
+    for ref_layer in reference.layers:
+        values = ref_layer.get_weights()
+        if not values or ref_layer.name == "predictions":
+            continue
+        try:
+            target = model.get_layer(ref_layer.name)
+        except ValueError:
+            raise ValueError(f"weights={path!r}: layer {ref_layer.name!r} has no counterpart in "
+                             f"{model.name}") from None
+        if len(target.get_weights()) != len(values):
+            raise ValueError(f"weights={path!r}: layer {ref_layer.name!r} holds {len(values)} "
+                             f"arrays, {model.name} expects {len(target.get_weights())} "
+                             "(use_conv_bias=False models cannot take Keras weights)")
+        target.set_weights(values)

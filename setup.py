@@ -36,6 +36,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["rnl_keras", "rnl_keras.*"]),
+    package_data={"rnl_keras.data": ["kinetics400_classes.txt"]},
     install_requires=[tf_req] + [PINS[n] for n in runtime],
     extras_require={
         "gpu": ["tensorflow[and-cuda]==" + PINS["tensorflow"].split("==")[1]],

@@ -33,7 +33,7 @@ def tsn_train_indices(n, num_frames: int, seed) -> tf.Tensor:
     return tf.minimum(tf.where(avg > 0, segmented, repeated), n - 1)
 
 
-def tsn_test_indices(n, num_frames: int, clips: int = 1, twice_sample: bool = False) -> tf.Tensor:
+def tsn_eval_indices(n, num_frames: int, clips: int = 1, twice_sample: bool = False) -> tf.Tensor:
     """Segment centres (clip k of C shifted by ``tick * k / C``); ``twice_sample`` adds segment starts.
 
     Returns (clips or 2 * clips, T) int32. With C = 1 the first clip is TSM's segment centres
@@ -59,7 +59,7 @@ def dense_train_indices(n, num_frames: int, stride: int, seed) -> tf.Tensor:
     return (tf.range(num_frames, dtype=tf.int32) * stride + start) % n
 
 
-def dense_test_indices(n, num_frames: int, stride: int, clips: int = 1) -> tf.Tensor:
+def dense_eval_indices(n, num_frames: int, stride: int, clips: int = 1) -> tf.Tensor:
     """``clips`` windows with starts evenly spaced over ``[0, n - T * stride]`` (one: the centre)."""
     n = _n(n)
     sample_pos = tf.maximum(1, 1 + n - num_frames * stride)
@@ -78,8 +78,8 @@ def train_indices(n, cfg: DataConfig, seed) -> tf.Tensor:
     return tsn_train_indices(n, cfg.num_frames, seed)
 
 
-def test_indices(n, cfg: DataConfig) -> tf.Tensor:
+def eval_indices(n, cfg: DataConfig) -> tf.Tensor:
     """Test indices for ``cfg.sampling``; (cfg.num_test_clips, T) int32."""
     if cfg.sampling == "dense":
-        return dense_test_indices(n, cfg.num_frames, cfg.dense_stride, cfg.test_clips)
-    return tsn_test_indices(n, cfg.num_frames, cfg.test_clips, cfg.twice_sample)
+        return dense_eval_indices(n, cfg.num_frames, cfg.dense_stride, cfg.test_clips)
+    return tsn_eval_indices(n, cfg.num_frames, cfg.test_clips, cfg.twice_sample)

@@ -17,11 +17,34 @@ Memory: the Gaussian and cosine forms need the (N_q, N_k) weight matrix; ``query
 builds it ``query_chunk_size`` query rows at a time, in sequence, so the peak is
 O(query_chunk_size * N_k) instead of O(N_q * N_k). The dot-product form is linear in w, so it is
 computed as q (k^T v) / N_k: O(N d^2) arithmetic and no N x N matrix at all.
+
+Speed (all exact up to float32 rounding):
+
+* Gaussian: the softmax is normalised after the product, y_i = (sum_j e_ij v_j) / sum_j e_ij with
+  e_ij = exp(s_ij - max_j s_ij), which divides N x d numbers instead of N x N.
+* ``symmetric=True`` (queries and keys are the same tensor, as in the RNL block without key
+  sub-sampling: S = P P^T): S is built in square blocks S_ab = P_a P_b^T for b >= a only and each
+  block serves both its row block (S_ab) and, transposed, the row block b (S_ba = S_ab^T). That
+  halves the Q K^T product. The Gaussian form then runs as a streaming ("online") softmax over the
+  key blocks: every row block keeps a running max m, a running sum l and a float32 accumulator
+  y, rescaled by exp(m_old - m_new) when the max grows, and is divided by l at the end. Blocks
+  run in sequence, so the peak is O(block^2 + N d), below ``query_chunk_size * N_k`` whenever
+  ``query_chunk_size`` is set (the block is chosen so). Made only of matmul, exp, max, sum,
+  slices and concat: TFLite builtins.
 """
+import math
+
 import keras
 from keras import ops
 
 SIMILARITIES = ("gaussian", "dot", "cosine")
+
+# Block size of the symmetric path when no ``query_chunk_size`` is given (balanced: N is split
+# into ceil(N / DEFAULT_BLOCK) equal blocks, e.g. 7 x 896 at res3's N = 6272).
+DEFAULT_BLOCK = 1024
+# More blocks than this make the symmetric path a sea of tiny ops: blocks are then made larger
+# (within the memory bound of ``query_chunk_size``) or the row-chunked path is used.
+MAX_BLOCKS = 16
 
 
 def l2_normalize(x, epsilon=1e-12):
@@ -35,9 +58,33 @@ def num_rows(x):
     return x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
 
 
+def _tf():
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf
+    return None
+
+
+def _matmul(a, b, transpose_a=False, transpose_b=False):
+    """Batched a @ b with optional transposes of the last two axes (fused into the GEMM on TF)."""
+    tf = _tf()
+    if tf is not None:
+        return tf.linalg.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    if transpose_a:
+        a = ops.swapaxes(a, -1, -2)
+    if transpose_b:
+        b = ops.swapaxes(b, -1, -2)
+    return ops.matmul(a, b)
+
+
+def _logits(query, key):
+    return ops.cast(_matmul(query, key, transpose_b=True), "float32")
+
+
 def attention_weights(query, key, similarity):
     """w_ij of the chosen query rows, float32 (B, N_q, N_k). Cosine expects normalised inputs."""
-    logits = ops.cast(ops.matmul(query, ops.transpose(key, (0, 2, 1))), "float32")
+    logits = _logits(query, key)
     if similarity == "gaussian":
         return ops.softmax(logits, axis=-1)
     n_keys = ops.cast(num_rows(key), "float32")
@@ -50,30 +97,119 @@ def attention_weights(query, key, similarity):
 
 def _after(x, dependency):
     """Return ``x`` ordered after ``dependency`` in a TF graph, so chunks run one at a time."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        if not tf.executing_eagerly():
-            with tf.control_dependencies([dependency]):
-                return tf.identity(x)
+    tf = _tf()
+    if tf is not None and dependency is not None and not tf.executing_eagerly():
+        with tf.control_dependencies([dependency]):
+            return tf.identity(x)
     return x
 
 
-def attend(query, key, value, similarity, query_chunk_size=None):
-    """y = w(query, key) @ value, chunked over query rows when ``query_chunk_size`` is set."""
+def _rows_attend(query, key, value, similarity):
+    """y for a block of query rows against all keys (the N_q x N_k weights materialised)."""
+    logits = _logits(query, key)
+    if similarity == "gaussian":
+        e = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
+        y = ops.matmul(ops.cast(e, value.dtype), value)
+        return y / ops.cast(ops.sum(e, axis=-1, keepdims=True), y.dtype)
+    weights = ops.relu(logits) / ops.cast(num_rows(key), "float32")
+    return ops.matmul(ops.cast(weights, value.dtype), value)
+
+
+def _symmetric_blocks(n, query_chunk_size):
+    """Block size of the symmetric path, or None when the row-chunked path should be used."""
+    if query_chunk_size:
+        block = min(int(query_chunk_size), n)
+        if math.ceil(n / block) > MAX_BLOCKS:
+            # Larger blocks keep the peak under query_chunk_size * N (block^2 <= chunk * N).
+            block = math.ceil(n / MAX_BLOCKS)
+            if block * block > int(query_chunk_size) * n:
+                return None
+    else:
+        block = min(DEFAULT_BLOCK, n)
+    count = math.ceil(n / block)
+    return math.ceil(n / count)  # balanced: equal blocks, the last one at most this long
+
+
+def _symmetric_attend(points, value, similarity, block):
+    """y = w(P, P) V using S_ba = S_ab^T: only the blocks on and above the diagonal are built."""
+    n = points.shape[1]
+    starts = list(range(0, n, block))
+    p_blocks = [points[:, s:s + block] for s in starts]
+    v_blocks = [value[:, s:s + block] for s in starts]
+    count = len(starts)
+    gaussian = similarity == "gaussian"
+    # Per row block: running max m (B, c, 1), running sum l (B, c, 1), accumulator acc (B, c, dv);
+    # all float32.
+    m, l, acc = [None] * count, [None] * count, [None] * count
+    last = None
+
+    def update(i, scores, v_other, transposed):
+        """Fold the scores of row block i against one key block (S or S^T) into its state."""
+        nonlocal last
+        axis = 1 if transposed else 2
+        if gaussian:
+            block_max = ops.max(scores, axis=axis, keepdims=True)
+            if transposed:
+                block_max = ops.swapaxes(block_max, 1, 2)      # (B, c_i, 1)
+            new_max = block_max if m[i] is None else ops.maximum(m[i], block_max)
+            offset = ops.swapaxes(new_max, 1, 2) if transposed else new_max
+            e = ops.exp(scores - offset)
+            block_sum = ops.sum(e, axis=axis, keepdims=True)
+            if transposed:
+                block_sum = ops.swapaxes(block_sum, 1, 2)
+        else:
+            e = ops.relu(scores)
+        contrib = ops.cast(_matmul(ops.cast(e, v_other.dtype), v_other, transpose_a=transposed),
+                           "float32")
+        if gaussian:
+            if m[i] is None:
+                acc[i], l[i] = contrib, block_sum
+            else:
+                scale = ops.exp(m[i] - new_max)
+                acc[i], l[i] = acc[i] * scale + contrib, l[i] * scale + block_sum
+            m[i] = new_max
+        else:
+            acc[i] = contrib if acc[i] is None else acc[i] + contrib
+        last = acc[i]
+
+    for a in range(count):
+        for b in range(a, count):
+            scores = _logits(_after(p_blocks[a], last), p_blocks[b])   # S_ab, float32
+            update(a, scores, v_blocks[b], transposed=False)
+            if b != a:
+                update(b, scores, v_blocks[a], transposed=True)      # S_ba = S_ab^T
+    if gaussian:
+        outputs = [acc[i] / l[i] for i in range(count)]
+    else:
+        n_keys = float(n)
+        outputs = [acc[i] / n_keys for i in range(count)]
+    out = outputs[0] if count == 1 else ops.concatenate(outputs, axis=1)
+    return ops.cast(out, value.dtype)
+
+
+def attend(query, key, value, similarity, query_chunk_size=None, symmetric=False):
+    """y = w(query, key) @ value, chunked over query rows when ``query_chunk_size`` is set.
+
+    ``symmetric=True`` states that ``key`` holds the same numbers as ``query`` (RNL without key
+    sub-sampling); the Gaussian and cosine forms then build only half of Q K^T, in square blocks
+    (see the module docstring), with the same result up to float32 rounding.
+    """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     if similarity == "dot":
-        context = ops.matmul(ops.transpose(key, (0, 2, 1)), value)  # (B, d, dv)
+        context = _matmul(key, value, transpose_a=True)  # (B, d, dv)
         return ops.matmul(query, context) / ops.cast(num_rows(key), value.dtype)
     n_queries = query.shape[1]
+    if symmetric and n_queries is not None and key.shape[1] == n_queries:
+        block = _symmetric_blocks(n_queries, query_chunk_size)
+        if block is not None:
+            return _symmetric_attend(query, value, similarity, block)
     if not query_chunk_size or n_queries is None or query_chunk_size >= n_queries:
-        return ops.matmul(ops.cast(attention_weights(query, key, similarity), value.dtype), value)
+        return _rows_attend(query, key, value, similarity)
     outputs = []
     for start in range(0, n_queries, query_chunk_size):
         rows = query[:, start:start + query_chunk_size]
         if outputs:
             rows = _after(rows, outputs[-1])
-        weights = attention_weights(rows, key, similarity)
-        outputs.append(ops.matmul(ops.cast(weights, value.dtype), value))
+        outputs.append(_rows_attend(rows, key, value, similarity))
     return ops.concatenate(outputs, axis=1)

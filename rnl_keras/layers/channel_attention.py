@@ -9,6 +9,12 @@ from keras import ops
 SE_MODES = ("add", "scale")
 
 
+def _broadcastable(s):
+    """(B, C) -> (B, 1, 1, 1, C). A reshape, not ``s[:, None, ...]``: TFLite has no builtin for
+    strided slices that add axes to a tensor of unknown batch size."""
+    return ops.reshape(s, (-1, 1, 1, 1, s.shape[-1]))
+
+
 def _bn(policy, epsilon, momentum, name):
     return keras.layers.BatchNormalization(axis=-1, epsilon=epsilon, momentum=momentum,
                                            dtype=policy, name=name)
@@ -59,7 +65,7 @@ class SqueezeExcite(keras.layers.Layer):
         hidden = self.w1(squeezed)
         if self.mode == "add":
             hidden = self.bn(hidden, training=training)
-        s = self.w2(ops.relu(hidden))[:, None, None, None, :]
+        s = _broadcastable(self.w2(ops.relu(hidden)))
         if self.mode == "add":
             return x + s
         return x * ops.sigmoid(s)
@@ -109,9 +115,9 @@ class ChannelGate(keras.layers.Layer):
         flat = ops.reshape(x, (ops.shape(x)[0], -1, channels))            # (B, N, C)
         logits = ops.cast(self.w_k(flat)[..., 0], "float32")              # (B, N)
         weights = ops.cast(ops.softmax(logits, axis=-1), x.dtype)
-        context = ops.squeeze(ops.matmul(weights[:, None, :], flat), 1)   # (B, C)
+        context = ops.squeeze(ops.matmul(ops.expand_dims(weights, 1), flat), 1)  # (B, C)
         hidden = ops.relu(self.bn1(self.w_v1(context), training=training))
-        return x + self.w_v2(hidden)[:, None, None, None, :]
+        return x + _broadcastable(self.w_v2(hidden))
 
     def compute_output_shape(self, input_shape):
         return input_shape

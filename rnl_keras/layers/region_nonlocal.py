@@ -139,7 +139,9 @@ class RegionNonLocal(keras.layers.Layer):
 
     def call(self, x, training=None):
         queries, keys, values = self.embeddings(x)
-        y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size)
+        # Without key sub-sampling the keys are the queries (S = P P^T): attend builds half of S.
+        y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size,
+                                 symmetric=not self.key_subsample)
         y = ops.reshape(y, tuple(ops.shape(x)[:-1]) + (self.inter_channels,))
         return self.bn(self.w_z(y), training=training) + x
 

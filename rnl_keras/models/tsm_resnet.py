@@ -159,7 +159,7 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
             block_name = f"{prefix}_block{index + 1}"
             x = builder.bottleneck(x, filters, stride if index == 0 else 1, index == 0, block_name)
             if (stage, index) in gates:
-                x = builder.clip_block(x, ChannelGate(name=f"{block_name}_gate"), f"{block_name}_gate")
+                x = builder.clip_block(x, ChannelGate(name=f"{block_name}_cg"), f"{block_name}_cg")
             if (stage, index) in placement:
                 block = _attention_block(attention, stage, block_name, rnl_kernels, rnl_kwargs,
                                          nl_kwargs, se_reduction, dtype)

@@ -1,0 +1,489 @@
+"""Import the authors' PyTorch checkpoints (RNL TSM-ResNet50) and TSM's plain TSM-ResNet50 ones.
+
+A checkpoint's ``state_dict`` maps key names to tensors; this module takes that mapping with the
+tensors already turned into NumPy arrays (no torch import here: see :func:`load_torch_state_dict`
+for reading a ``.pth.tar`` file when PyTorch is installed) and returns a ``tsm_resnet50`` Keras
+model with every weight set, in the configuration the keys describe.
+
+Released layout (FACTS.md sections 1 and 3, and the authors' ``ops/rnl.py``; prefixes
+``module.`` (DataParallel) and ``base_model.`` are optional here):
+
+* torchvision ResNet-50 (v1.5: stride in the 3x3 conv), no conv biases, BN eps 1e-5:
+  ``conv1.weight``, ``bn1.*``, ``layer{S}.{I}.conv{1,2,3}.weight``, ``layer{S}.{I}.bn{1,2,3}.*``,
+  ``layer{S}.{I}.downsample.{0,1}.*``. torch ``layer{S}.{I}`` is Keras ``conv{S+1}_block{I+1}``.
+* TSM's "blockres" shift wraps conv1 of every bottleneck: ``conv1.net.weight`` (a checkpoint
+  whose keys have plain ``conv1.weight`` is read as a TSN model, ``shift=False``).
+* ``NL3DWrapper`` wraps the bottleneck as ``.block`` and applies, to the block's OUTPUT (after
+  its final ReLU), first the channel gate ``cg`` (if any), then the RNL ``nl``:
+  ``layer2.0.block.conv1.net.weight``, ``layer2.0.cg.*``, ``layer2.0.nl.*``. Released placement:
+  cg+nl after layer2.0 (res3[0]), nl after layer2.2, layer3.0, layer3.2, layer3.4; F_theta 3x7x7
+  in layer2, 3x3x3 in layer3. The model is built with ``channel_gate_at=(("res3", 0),)``, which
+  the builder also applies after the block and before the RNL.
+* RNL ``nl``: ``theta.{weight,bias}`` (Conv3d C -> C/2, 1x1x1), ``penta.{weight,mask}``
+  (C/2, 32, kt, kh, kw): a grouped conv (groups = max(C/2 // 32, 1)) whose weight is multiplied by
+  a 0/1 mask keeping only ``weight[i, i % 32]``, i.e. a depthwise conv; it is collapsed to
+  ``f_theta_kernel[..., i] = weight[i, i % 32]`` after checking that the mask is 1 exactly there.
+  ``W.0.{weight,bias}`` (Conv3d C/2 -> C), ``W.1.*`` (BatchNorm3d). Gaussian similarity, softmax
+  over keys, no key sub-sampling (the release's defaults, which ``RegionNonLocal`` also uses).
+* channel gate ``cg``: ``W_k.{weight,bias}`` (Conv3d C -> 1), ``W_v1.{weight,bias}`` (Linear
+  C -> C/2: reduction 2), ``bn1.*`` (BatchNorm1d), ``W_v2.{weight,bias}`` (Linear C/2 -> C).
+* classifier ``new_fc.{weight,bias}`` (Linear 2048 -> K, dropout before it), or ``base_model.fc``
+  when the model was trained with dropout 0.
+* TSM's own non-local checkpoints (embedded Gaussian NL, ``nl.{theta,phi,g,W}``; ``phi``/``g``
+  wrapped with a 1x2x2 max-pool as ``phi.0``/``g.0`` when sub-sampled) are read as
+  ``attention="nl"`` at the same five positions.
+
+Weights: Conv2d (O, I, kh, kw) -> (kh, kw, I, O); 1x1x1 Conv3d (O, I, 1, 1, 1) -> Dense (I, O);
+Linear (O, I) -> (I, O); BatchNorm weight / bias / running_mean / running_var -> gamma / beta /
+moving_mean / moving_variance; ``num_batches_tracked`` is consumed and ignored.
+
+Assumptions (state dict content the release does not pin down): the gate's BatchNorm1d and the
+RNL's BatchNorm3d use eps 1e-5 (PyTorch's default, and the release's explicit value for bn1);
+BN momentum only matters when training on and is left at the Keras layers' values.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+RELEASED_PLACEMENT = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
+RELEASED_GATES = (("res3", 0),)
+RELEASED_KERNELS = {"res3": (3, 7, 7), "res4": (3, 3, 3)}
+STAGE_TO_TORCH = {"res2": 1, "res3": 2, "res4": 3, "res5": 4}
+_STAGE_BLOCKS = {"res2": 3, "res3": 4, "res4": 6, "res5": 3}
+_MAX_LISTED = 25
+
+
+class CheckpointError(ValueError):
+    """A state dict does not fit the released layout; the message names every offending key."""
+
+
+@dataclass
+class _Entry:
+    key: str                    # normalised torch key (no module. / base_model. prefix)
+    variable: object            # the Keras variable it sets
+    kind: str                   # how the array is transformed
+    torch_shape: tuple          # the shape the key must have
+
+
+# --------------------------------------------------------------------------- key handling
+def normalize_key(key: str) -> str:
+    """Drop the DataParallel ``module.`` and TSN's ``base_model.`` prefixes."""
+    if key.startswith("module."):
+        key = key[len("module."):]
+    if key.startswith("base_model."):
+        key = key[len("base_model."):]
+    return key
+
+
+def _normalize(state_dict) -> tuple[dict, dict]:
+    """Normalised key -> array, and normalised key -> original key (for messages)."""
+    arrays, originals, clashes = {}, {}, []
+    for key, value in state_dict.items():
+        norm = normalize_key(str(key))
+        if norm in arrays:
+            clashes.append(f"{originals[norm]!r} and {key!r}")
+            continue
+        arrays[norm] = value
+        originals[norm] = str(key)
+    if clashes:
+        raise CheckpointError("state dict has keys that differ only by the module./base_model. "
+                              f"prefix: {'; '.join(clashes)}")
+    return arrays, originals
+
+
+def _torch_block(stage: str, index: int) -> str:
+    return f"layer{STAGE_TO_TORCH[stage]}.{index}"
+
+
+def detect_configuration(state_dict) -> dict:
+    """Read the model configuration from a (released-layout) state dict's key names.
+
+    Returns a dict with ``attention`` ("rnl", "nl" or "none"), ``placement``, ``channel_gate_at``,
+    ``shift``, ``nl_subsample``, ``classifier`` (key prefix) and ``num_classes``.
+    """
+    keys = [normalize_key(str(k)) for k in state_dict]
+    placement, gates = [], []
+    kinds = set()
+    nl_subsample = False
+    for stage, torch_stage in STAGE_TO_TORCH.items():
+        for index in range(_STAGE_BLOCKS[stage]):
+            prefix = f"layer{torch_stage}.{index}."
+            if any(k.startswith(prefix + "nl.") for k in keys):
+                placement.append((stage, index))
+                if any(k.startswith(prefix + "nl.penta.") for k in keys):
+                    kinds.add("rnl")
+                elif any(k.startswith(prefix + "nl.phi.") for k in keys):
+                    kinds.add("nl")
+                    nl_subsample |= any(k.startswith(prefix + "nl.phi.0.") for k in keys)
+                else:
+                    kinds.add("rnl")   # incomplete block: the key check names what is missing
+            if any(k.startswith(prefix + "cg.") for k in keys):
+                gates.append((stage, index))
+    if len(kinds) > 1:
+        raise CheckpointError("state dict mixes region non-local (nl.penta) and non-local "
+                              "(nl.phi) blocks; cannot build one model for both")
+    attention = kinds.pop() if kinds else "none"
+    if any(k.startswith("new_fc.") for k in keys):
+        classifier = "new_fc"
+    elif any(k.startswith("fc.") for k in keys):
+        classifier = "fc"
+    else:
+        classifier = None
+    num_classes = None
+    if classifier is not None and f"{classifier}.weight" in keys:
+        weight = state_dict[_find_original(state_dict, f"{classifier}.weight")]
+        num_classes = int(np.shape(weight)[0])
+    shift = any(re.fullmatch(r"layer\d\.\d+\.(block\.)?conv1\.net\.weight", k) for k in keys)
+    return {"attention": attention, "placement": tuple(placement),
+            "channel_gate_at": tuple(gates), "shift": shift, "nl_subsample": nl_subsample,
+            "classifier": classifier, "num_classes": num_classes}
+
+
+def _find_original(state_dict, norm_key):
+    for key in state_dict:
+        if normalize_key(str(key)) == norm_key:
+            return key
+    raise KeyError(norm_key)
+
+
+# --------------------------------------------------------------------------- the model
+def build_released_model(num_classes, num_frames=8, image_size=224, attention="rnl",
+                         placement=RELEASED_PLACEMENT, channel_gate_at=RELEASED_GATES, shift=True,
+                         nl_subsample=True, dropout=0.5, name=None):
+    """``tsm_resnet50`` in the configuration of the released checkpoints (random weights)."""
+    from rnl_keras.models.tsm_resnet import tsm_resnet50
+
+    kwargs = {}
+    if attention == "nl":
+        kwargs["nl_kwargs"] = {"subsample": bool(nl_subsample)}
+    return tsm_resnet50(
+        num_classes, num_frames=num_frames, attention=attention, image_size=image_size,
+        shift=shift, fold_div=8, placement=placement or RELEASED_PLACEMENT,
+        rnl_kernel_sizes=dict(RELEASED_KERNELS), channel_gate_at=tuple(channel_gate_at),
+        dropout=dropout, resnet_variant="torchvision", use_conv_bias=False, bn_epsilon=1e-5,
+        name=name, **kwargs)
+
+
+def _conv_entry(key, variable):
+    kh, kw, i, o = variable.shape
+    return _Entry(key, variable, "conv2d", (o, i, kh, kw))
+
+
+def _bn_entries(prefix, bn):
+    c = bn.gamma.shape[0]
+    return [_Entry(f"{prefix}.weight", bn.gamma, "vector", (c,)),
+            _Entry(f"{prefix}.bias", bn.beta, "vector", (c,)),
+            _Entry(f"{prefix}.running_mean", bn.moving_mean, "vector", (c,)),
+            _Entry(f"{prefix}.running_var", bn.moving_variance, "vector", (c,))]
+
+
+def _dense_entries(prefix, dense, kind):
+    i, o = dense.kernel.shape
+    shape = (o, i, 1, 1, 1) if kind == "conv3d" else (o, i)
+    out = [_Entry(f"{prefix}.weight", dense.kernel, kind, shape)]
+    if dense.bias is not None:
+        out.append(_Entry(f"{prefix}.bias", dense.bias, "vector", (o,)))
+    return out
+
+
+def _penta_shape(channels, kernel_size):
+    groups = max(channels // 32, 1)
+    return (channels, channels // groups) + tuple(kernel_size)
+
+
+def released_layout(model, shift=True, classifier="new_fc") -> tuple[list, set]:
+    """The torch keys a released-layout checkpoint must hold for ``model``.
+
+    Returns ``(entries, optional)``: one :class:`_Entry` per Keras weight (plus the penta masks,
+    with ``variable=None``), and the keys that may be present and are ignored
+    (``num_batches_tracked``).
+    """
+    from rnl_keras.layers import ChannelGate, NonLocal, RegionNonLocal
+
+    attention_types = (ChannelGate, NonLocal, RegionNonLocal)
+    wrapped = set()      # blocks followed by a gate or attention block: torch wraps them (.block)
+    for layer in model.layers:
+        m = re.match(r"conv(\d)_block(\d+)_", layer.name)
+        if m and isinstance(layer, attention_types):
+            wrapped.add((int(m.group(1)), int(m.group(2))))
+    entries, optional = [], set()
+
+    def block_prefix(stage, block):
+        base = f"layer{stage - 1}.{block - 1}"
+        return base + ".block" if (stage, block) in wrapped else base
+
+    def add_bn(prefix, bn):
+        entries.extend(_bn_entries(prefix, bn))
+        optional.add(f"{prefix}.num_batches_tracked")
+
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        name = layer.name
+        if name == "conv1_conv":
+            entries.append(_conv_entry("conv1.weight", layer.kernel))
+            continue
+        if name == "conv1_bn":
+            add_bn("bn1", layer)
+            continue
+        if name == "fc":
+            if classifier is None:
+                classifier = "new_fc"
+            entries.extend(_dense_entries(classifier, layer, "linear"))
+            continue
+        m = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", name)
+        if m:
+            stage, block, part, what = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
+            prefix = block_prefix(stage, block)
+            if part == 0:
+                torch_name = "downsample.0" if what == "conv" else "downsample.1"
+            elif what == "conv":
+                torch_name = "conv1.net" if part == 1 and shift else f"conv{part}"
+            else:
+                torch_name = f"bn{part}"
+            if what == "conv":
+                if layer.bias is not None:
+                    raise CheckpointError(f"layer {name} has a conv bias; the released ResNet has "
+                                          "none (build with use_conv_bias=False)")
+                entries.append(_conv_entry(f"{prefix}.{torch_name}.weight", layer.kernel))
+            else:
+                add_bn(f"{prefix}.{torch_name}", layer)
+            continue
+        m = re.match(r"conv(\d)_block(\d+)_", name)
+        if not m or not isinstance(layer, attention_types):
+            raise CheckpointError(f"layer {name!r} ({type(layer).__name__}) has weights but no "
+                                  "counterpart in the released checkpoint layout")
+        base = f"layer{int(m.group(1)) - 1}.{int(m.group(2)) - 1}"
+        if isinstance(layer, RegionNonLocal):
+            if layer.aggregation != "conv" or layer.similarity != "gaussian" or layer.key_subsample:
+                raise CheckpointError(f"{name}: the release has aggregation='conv', "
+                                      "similarity='gaussian', key_subsample=False")
+            p = f"{base}.nl"
+            entries.extend(_dense_entries(f"{p}.theta", layer.theta, "conv3d"))
+            shape = _penta_shape(layer.inter_channels, layer.kernel_size)
+            entries.append(_Entry(f"{p}.penta.weight", layer.f_theta_kernel, "penta", shape))
+            entries.append(_Entry(f"{p}.penta.mask", None, "mask", shape))
+            entries.extend(_dense_entries(f"{p}.W.0", layer.w_z, "conv3d"))
+            add_bn(f"{p}.W.1", layer.bn)
+        elif isinstance(layer, NonLocal):
+            p = f"{base}.nl"
+            sub = ".0" if layer.subsample else ""
+            entries.extend(_dense_entries(f"{p}.theta", layer.theta, "conv3d"))
+            entries.extend(_dense_entries(f"{p}.phi{sub}", layer.phi, "conv3d"))
+            entries.extend(_dense_entries(f"{p}.g{sub}", layer.g, "conv3d"))
+            entries.extend(_dense_entries(f"{p}.W.0", layer.w, "conv3d"))
+            add_bn(f"{p}.W.1", layer.bn)
+        elif isinstance(layer, ChannelGate):
+            p = f"{base}.cg"
+            entries.extend(_dense_entries(f"{p}.W_k", layer.w_k, "conv3d"))
+            entries.extend(_dense_entries(f"{p}.W_v1", layer.w_v1, "linear"))
+            add_bn(f"{p}.bn1", layer.bn1)
+            entries.extend(_dense_entries(f"{p}.W_v2", layer.w_v2, "linear"))
+        else:
+            raise CheckpointError(f"layer {name!r} ({type(layer).__name__}) has no counterpart "
+                                  "in the released checkpoint layout")
+    return entries, optional
+
+
+# --------------------------------------------------------------------------- conversion
+def _penta_kernel(key, weight, mask, problems):
+    """(C', cpg, kt, kh, kw) masked grouped weight -> depthwise (kt, kh, kw, C')."""
+    channels, per_group = weight.shape[:2]
+    rows = np.arange(channels)
+    cols = rows % per_group
+    if mask is not None:
+        expected = np.zeros(mask.shape[:2], bool)
+        expected[rows, cols] = True
+        on = np.all(mask == 1, axis=(2, 3, 4))
+        off = np.all(mask == 0, axis=(2, 3, 4))
+        bad = ~((expected & on) | (~expected & off))
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            problems.append(f"{key}: mask is not the depthwise diagonal expected by the release "
+                            f"(mask[{i}, {j}] should be all {int(expected[i, j])}; "
+                            f"{int(bad.sum())} (out, in) pairs differ); cannot collapse "
+                            "F_theta to a depthwise conv")
+            return None
+    diagonal = weight[rows, cols]                       # (C', kt, kh, kw)
+    return np.transpose(diagonal, (1, 2, 3, 0))
+
+
+def _convert(kind, array):
+    if kind == "conv2d":
+        return np.transpose(array, (2, 3, 1, 0))
+    if kind == "conv3d":
+        return array.reshape(array.shape[:2]).T
+    if kind == "linear":
+        return array.T
+    return array
+
+
+def _as_given(key, originals):
+    """Spell a normalised key with the prefixes the state dict's own keys use."""
+    given = list(originals.values())
+    module = "module." if any(k.startswith("module.") for k in given) else ""
+    base = ("base_model." if any(k.startswith(("module.base_model.", "base_model."))
+                                 for k in given) else "")
+    if key.startswith("new_fc."):
+        return module + key
+    return module + base + key
+
+
+def _listing(title, items):
+    items = sorted(items)
+    shown = items[:_MAX_LISTED]
+    more = f"\n    ... and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+    return f"  {title} ({len(items)}):\n" + "\n".join(f"    {x}" for x in shown) + more
+
+
+def load_state_dict_into(model, state_dict, shift=True, classifier="new_fc"):
+    """Set every weight of ``model`` (built in the released configuration) from ``state_dict``.
+
+    All problems (missing, unexpected and mis-shaped keys, a wrong penta mask, a weight left
+    unset) are collected and raised as one :class:`CheckpointError` naming the keys.
+    """
+    arrays, originals = _normalize(state_dict)
+    entries, optional = released_layout(model, shift=shift, classifier=classifier)
+    by_key = {e.key: e for e in entries}
+    missing = [_as_given(e.key, originals) for e in entries if e.key not in arrays]
+    unexpected = [originals[k] for k in arrays if k not in by_key and k not in optional]
+    misshaped, problems = [], []
+    values = {}
+    for entry in entries:
+        if entry.key not in arrays:
+            continue
+        array = np.asarray(arrays[entry.key])
+        if tuple(array.shape) != tuple(entry.torch_shape):
+            misshaped.append(f"{originals[entry.key]}: shape {tuple(array.shape)}, expected "
+                             f"{tuple(entry.torch_shape)}")
+            continue
+        if not np.issubdtype(array.dtype, np.floating):
+            problems.append(f"{originals[entry.key]}: dtype {array.dtype}, expected floating point")
+            continue
+        values[entry.key] = array
+    for entry in entries:
+        if entry.kind != "penta" or entry.key not in values:
+            continue
+        mask_key = entry.key[:-len("weight")] + "mask"
+        if mask_key not in values:
+            continue  # reported as missing or mis-shaped
+        kernel = _penta_kernel(originals[mask_key], values[entry.key].astype(np.float64),
+                               values[mask_key], problems)
+        values[entry.key] = kernel
+    if missing or unexpected or misshaped or problems:
+        parts = [f"state dict does not match the released {model.name} layout "
+                 f"({len(entries)} keys expected (plus optional num_batches_tracked), "
+                 f"{len(arrays)} given):"]
+        if missing:
+            parts.append(_listing("missing keys", missing))
+        if unexpected:
+            parts.append(_listing("unexpected keys", unexpected))
+        if misshaped:
+            parts.append(_listing("keys with the wrong shape", misshaped))
+        if problems:
+            parts.append(_listing("other problems", problems))
+        raise CheckpointError("\n".join(parts))
+    assigned = set()
+    for entry in entries:
+        if entry.variable is None:
+            continue
+        value = values[entry.key]
+        value = value if entry.kind == "penta" else _convert(entry.kind, value)
+        entry.variable.assign(value.astype(entry.variable.dtype))
+        assigned.add(entry.variable.path)
+    unset = [w.path for w in model.weights if w.path not in assigned]
+    if unset:
+        raise CheckpointError(_listing(f"weights of {model.name} with no key in the released "
+                                       "layout (left unset)", unset))
+    return model
+
+
+def from_torch_state_dict(state_dict, num_classes=None, num_frames=8, image_size=224,
+                          dropout=0.5, name=None):
+    """Keras ``tsm_resnet50`` from a released (RNL) TSM-ResNet50 PyTorch state dict.
+
+    Args:
+        state_dict: mapping of the released key names (with or without ``module.`` /
+            ``module.base_model.``) to NumPy arrays (or anything ``np.asarray`` takes).
+        num_classes: classifier size; ``None`` reads it from ``new_fc.weight``. A mismatch
+            is an error.
+        num_frames: T the checkpoint was trained with (8 or 16; not stored in the file).
+        image_size: input size of the Keras graph (the weights do not depend on it;
+            ``None`` for any size).
+    Returns:
+        A ``keras.Model`` (input float32 (B, T, H, W, 3) ImageNet-normalised RGB, output logits
+        (B, K)) whose inference-mode logits equal the PyTorch model's for the same clip (fed as
+        (B*T, 3, H, W)). RNL checkpoints give ``attention="rnl"`` with the channel gate before the
+        first res3 block's RNL; plain TSM ones ``attention="none"``.
+    Raises:
+        CheckpointError: listing every missing, unexpected or mis-shaped key at once.
+    """
+    if not hasattr(state_dict, "items"):
+        raise TypeError(f"state_dict must be a mapping of key -> array, got {type(state_dict)}")
+    config = detect_configuration(state_dict)
+    if config["classifier"] is None:
+        raise CheckpointError("state dict has no classifier (new_fc.weight / new_fc.bias or "
+                              "fc.weight / fc.bias); is this a TSM / RNL video model checkpoint?")
+    found = config["num_classes"]
+    if num_classes is None:
+        if found is None:
+            raise CheckpointError(f"missing key {config['classifier']}.weight: cannot infer "
+                                  "num_classes")
+        num_classes = found
+    elif found is not None and int(num_classes) != found:
+        raise CheckpointError(f"num_classes={num_classes} but "
+                              f"{config['classifier']}.weight has {found} rows")
+    model = build_released_model(
+        int(num_classes), num_frames=num_frames, image_size=image_size,
+        attention=config["attention"], placement=config["placement"],
+        channel_gate_at=config["channel_gate_at"], shift=config["shift"],
+        nl_subsample=config["nl_subsample"], dropout=dropout, name=name)
+    return load_state_dict_into(model, state_dict, shift=config["shift"],
+                                classifier=config["classifier"])
+
+
+# --------------------------------------------------------------------------- file reading
+def _to_numpy(value):
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
+            value = value.float()
+        return value.numpy()
+    return np.asarray(value)
+
+
+def load_torch_state_dict(path, warn=print) -> dict:
+    """Read a ``.pth`` / ``.pth.tar`` checkpoint with PyTorch and return {key: np.ndarray}.
+
+    Imports torch only here. Tries ``torch.load(weights_only=True)`` first and falls back to
+    ``weights_only=False`` with a warning (TSM checkpoints may store extra Python objects;
+    only do that for files you trust). Takes ``checkpoint["state_dict"]`` when present.
+    ``.npz`` files (a state dict saved with ``np.savez``) are read with NumPy, without torch.
+    """
+    path = str(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    try:
+        import torch
+    except ImportError:
+        raise ImportError(f"reading {path!r} needs PyTorch, which is not installed: "
+                          "`pip install torch` (CPU build is enough), or save the state dict as "
+                          ".npz with NumPy and pass that file instead") from None
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - an unpickling refusal has several types
+        if isinstance(err, (FileNotFoundError, IsADirectoryError)):
+            raise
+        warn(f"warning: torch.load(weights_only=True) refused {path!r} ({type(err).__name__}: "
+             f"{str(err).splitlines()[0] if str(err) else ''}); retrying with weights_only=False, "
+             "which runs pickled code: only do this for files you trust")
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        checkpoint = checkpoint["state_dict"]
+    if not hasattr(checkpoint, "items"):
+        raise CheckpointError(f"{path!r} holds a {type(checkpoint).__name__}, not a state dict")
+    return {str(k): _to_numpy(v) for k, v in checkpoint.items()}

@@ -1,0 +1,63 @@
+"""Convert a video or frame-folder list into TFRecord shards (the engine of ``prepare_data.py``)."""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+
+from absl import logging
+
+from rnl_keras.data.config import DataConfig
+from rnl_keras.data.list_file import validate_list_file
+from rnl_keras.data.tfrecord import Progress, shard_is_complete, shard_name, write_shard
+
+
+def _worker(args):
+    shard, items, kw = args
+    return shard, write_shard(shard, items, **kw)
+
+
+def prepare_shards(cfg: DataConfig, output_dir: str, num_shards: int = 8, prefix: str = "data",
+                   resize_shorter: int | None = 256, jpeg_quality: int = 90, frame_stride: int = 1,
+                   num_workers: int = 1, show_progress: bool = True) -> dict:
+    """Write ``num_shards`` shards for the samples of ``cfg`` (video or frames source).
+
+    Sample ``i`` of the list goes to shard ``i % num_shards``. Shards already complete (shard +
+    manifest) are skipped, so an interrupted run resumes. Returns ``{"shards", "written",
+    "skipped_shards", "num_examples", "bad_samples"}``.
+    """
+    if cfg.source not in ("video", "frames"):
+        raise ValueError(f"prepare_shards: source must be 'video' or 'frames', not {cfg.source!r}")
+    if num_shards < 1:
+        raise ValueError(f"num_shards={num_shards} must be >= 1")
+    entries = validate_list_file(cfg)
+    os.makedirs(output_dir, exist_ok=True)
+    kw = dict(source=cfg.source, template=cfg.frame_template, start=cfg.frame_index_start,
+              resize_shorter=resize_shorter, quality=jpeg_quality, stride=frame_stride)
+    jobs, done = [], []
+    for i in range(num_shards):
+        shard = shard_name(output_dir, prefix, i, num_shards)
+        if shard_is_complete(shard):
+            done.append(shard)
+            continue
+        items = [(e.path, e.label, e.num_frames, e.index) for e in entries[i::num_shards]]
+        jobs.append((shard, items, kw))
+    if done:
+        logging.info("resuming: %d of %d shards already complete", len(done), num_shards)
+    total = sum(len(j[1]) for j in jobs)
+    progress = Progress(total, "prepare ") if show_progress and total else None
+    manifests = {}
+    if num_workers <= 1 or len(jobs) <= 1:
+        for shard, items, kw_ in jobs:
+            manifests[shard] = write_shard(shard, items, progress=progress, **kw_)
+    else:
+        ctx = mp.get_context("spawn")   # TF is not fork-safe
+        with cf.ProcessPoolExecutor(num_workers, mp_context=ctx) as pool:
+            for shard, manifest in pool.map(_worker, jobs):
+                manifests[shard] = manifest
+                if progress is not None:
+                    progress(manifest["num_examples"] + len(manifest["skipped"]))
+    bad = [m for man in manifests.values() for m in man["skipped"]]
+    return {"shards": [shard_name(output_dir, prefix, i, num_shards) for i in range(num_shards)],
+            "written": sorted(manifests), "skipped_shards": done,
+            "num_examples": sum(m["num_examples"] for m in manifests.values()), "bad_samples": bad}

@@ -1,0 +1,242 @@
+"""Decode only the frames a clip needs from a video file with PyAV (frame-exact seek).
+
+Frames are addressed by their 0-based presentation index, derived from each frame's timestamp
+(``round((pts - start) * time_base * fps)``), so seeking to a keyframe and decoding forward lands on
+exactly the requested frames. Containers are opened with ``metadata_errors="ignore"`` (some HMDB51
+files have non-UTF-8 metadata). Every failure raises :class:`BadSampleError` naming path and reason.
+
+A header can overstate the frame count (truncated files; one HMDB51 clip says 84, decodes 83). When
+requested frames lie past the last decodable frame, the true count is cached and the request is
+rescaled onto the decodable frames (noted in :class:`BadSampleLog`); later probes return the true count.
+"""
+from __future__ import annotations
+
+import os
+import threading
+from fractions import Fraction
+
+import av
+import numpy as np
+
+from rnl_keras.data.errors import BadSampleError, BadSampleLog
+
+# Seek again instead of decoding forward when the next wanted frame is this far ahead.
+SEEK_GAP = 48
+
+_true_counts: dict[str, int] = {}
+_seekable: dict[str, bool] = {}
+_lock = threading.Lock()
+
+
+def _open(path: str):
+    if not os.path.exists(path):
+        raise BadSampleError(path, "file not found")
+    if os.path.isdir(path):
+        raise BadSampleError(path, "is a directory, not a video file")
+    if os.path.getsize(path) == 0:
+        raise BadSampleError(path, "file is empty (0 bytes)")
+    try:
+        container = av.open(path, metadata_errors="ignore")
+    except Exception as e:  # noqa: BLE001 - PyAV raises many types; all mean "cannot open"
+        raise BadSampleError(path, f"cannot open container: {type(e).__name__}: {e}") from None
+    if not container.streams.video:
+        container.close()
+        raise BadSampleError(path, "no video stream")
+    return container
+
+
+def _fps(stream) -> Fraction:
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    return Fraction(rate) if rate else Fraction(30)
+
+
+def probe_num_frames(path: str) -> int:
+    """Number of frames of a video: the (corrected) header count, or counted packets when absent."""
+    with _lock:
+        if path in _true_counts:
+            return _true_counts[path]
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        n = int(stream.frames or 0)
+        if n <= 0:   # webm / mkv / mpg usually do not store a frame count: count packets (no decode)
+            try:
+                n = sum(1 for p in container.demux(stream) if p.size > 0)
+            except Exception as e:  # noqa: BLE001
+                raise BadSampleError(path, f"cannot read packets: {type(e).__name__}: {e}") from None
+        if n <= 0:
+            raise BadSampleError(path, "video stream has no frames")
+        return n
+    finally:
+        container.close()
+
+
+def _to_rgb(frame, max_shorter: int | None) -> np.ndarray:
+    if max_shorter:
+        h, w = frame.height, frame.width
+        short = min(h, w)
+        if short > max_shorter:
+            scale = max_shorter / short
+            return frame.to_ndarray(format="rgb24", width=max(1, round(w * scale)),
+                                    height=max(1, round(h * scale)))
+    return frame.to_ndarray(format="rgb24")
+
+
+def _pts_index(frame, start, factor: float):
+    if frame.pts is None:
+        return None
+    return int(round((frame.pts - start) * factor))
+
+
+def _decode_wanted(container, path, wanted, max_shorter, seek=True) -> tuple[dict, int, bool]:
+    """Decode the frames in ``wanted``; returns ({index: rgb}, last decoded index, pts_consistent).
+
+    ``seek=True``: frames are indexed by timestamp and the decoder seeks (backward, to the keyframe
+    before the target) whenever the next wanted frame is more than ``SEEK_GAP`` frames ahead.
+    ``seek=False``: decode from the start, indexing frames by decode order, and report whether every
+    timestamp agreed with that order (only then is seeking frame-exact for this file).
+    """
+    stream = container.streams.video[0]
+    stream.thread_type = "AUTO"
+    fps, tb = _fps(stream), stream.time_base or Fraction(1, 1000)
+    start = stream.start_time or 0
+    factor = float(tb * fps)   # timestamp units -> frames
+    todo = sorted(set(wanted))
+    want = set(todo)
+    got: dict[int, np.ndarray] = {}
+    last, pos, k, consistent = -1, -1, 0, True
+    try:
+        while k < len(todo):
+            target = todo[k]
+            if seek and (pos >= 0 or target > SEEK_GAP):
+                ts = int(start + Fraction(target) / fps / tb)
+                container.seek(max(ts, start), stream=stream, backward=True, any_frame=False)
+            reseek = False
+            for frame in container.decode(stream):
+                pts_idx = _pts_index(frame, start, factor)
+                if seek:
+                    idx = pos + 1 if pts_idx is None else pts_idx
+                else:
+                    idx = pos + 1
+                    consistent = consistent and pts_idx == idx
+                pos = idx
+                last = max(last, idx)
+                if idx in want and idx not in got:
+                    got[idx] = _to_rgb(frame, max_shorter)
+                while k < len(todo) and todo[k] <= idx:
+                    k += 1
+                if k >= len(todo):
+                    break
+                if seek and todo[k] != target and todo[k] - idx > SEEK_GAP:
+                    reseek = True
+                    break
+            if not reseek:
+                break   # all found, or end of stream
+    except (av.error.FFmpegError, ValueError, OSError) as e:
+        if not got:
+            raise BadSampleError(path, f"decode error: {type(e).__name__}: {e}") from None
+    return got, last, consistent
+
+
+def _decode(path, wanted, max_shorter, seek) -> tuple[dict, int, bool]:
+    container = _open(path)
+    try:
+        return _decode_wanted(container, path, wanted, max_shorter, seek=seek)
+    finally:
+        container.close()
+
+
+def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.ndarray:
+    """Decode the frames ``indices`` (0-based, any order, repeats allowed) of a video file.
+
+    The first read of a file in a process decodes from the start and checks that frame timestamps
+    match decode order; if they do, later reads seek (frame-exact), otherwise (e.g. packed B-frames
+    in old AVIs) the file is always decoded in order.
+
+    Args:
+      path: video file (mp4, avi, webm, mkv, mpg, ...).
+      indices: frame indices; indices past the last decodable frame (header overstates the count)
+        are rescaled onto the frames that exist.
+      max_shorter: when given, frames whose shorter side exceeds it are downscaled to it (swscale).
+
+    Returns:
+      uint8 array ``(len(indices), H, W, 3)`` RGB.
+
+    Raises:
+      BadSampleError: the file is missing, empty, not a video, corrupt, or yields no frames.
+    """
+    indices = [int(i) for i in np.asarray(indices).reshape(-1)]
+    if not indices:
+        raise ValueError("read_video_frames: no indices")
+    if min(indices) < 0:
+        raise ValueError(f"read_video_frames: negative index in {indices}")
+    with _lock:
+        seekable = _seekable.get(path)
+    if seekable:
+        got, last, _ = _decode(path, indices, max_shorter, seek=True)
+        missing = [i for i in indices if i not in got]
+        if missing:   # a seek landed past a frame, or the header lies: decode in order
+            got2, last, _ = _decode(path, missing, max_shorter, seek=False)
+            got.update(got2)
+    else:
+        got, last, consistent = _decode(path, indices, max_shorter, seek=False)
+        with _lock:
+            _seekable[path] = consistent
+    missing = sorted({i for i in indices if i not in got})
+    if missing:
+        true_n = last + 1
+        if true_n <= 0:
+            raise BadSampleError(path, "no decodable video frames (corrupt or truncated file)")
+        header_n = probe_num_frames(path)
+        with _lock:
+            known = _true_counts.get(path)
+            _true_counts[path] = true_n
+        if known is None:
+            BadSampleLog.note(path, f"header says {header_n} frames but only {true_n} decode "
+                              "(truncated file or lying header); using the decodable frames")
+        scale = true_n / max(header_n, max(indices) + 1)
+        remap = {i: min(int(i * scale), true_n - 1) for i in missing}
+        need = sorted(set(remap.values()) - set(got))
+        if need:
+            got3, _, _ = _decode(path, need, max_shorter, seek=False)
+            got.update(got3)
+        for i, j in remap.items():
+            if j not in got:
+                raise BadSampleError(path, f"frame {i} (or its substitute {j}) cannot be decoded")
+            got[i] = got[j]
+    frames = [got[i] for i in indices]
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise BadSampleError(path, f"frame size changes inside the video: {sorted(shapes)}")
+    return np.stack(frames)
+
+
+def count_decodable_frames(path: str) -> int:
+    """Decode the whole video and count frames (slow; for tests and ``prepare_data``)."""
+    container = _open(path)
+    try:
+        n = 0
+        try:
+            for _ in container.decode(container.streams.video[0]):
+                n += 1
+        except (av.error.FFmpegError, ValueError, OSError):
+            pass
+        return n
+    finally:
+        container.close()
+
+
+def iter_video_frames(path: str, max_shorter: int | None = None, stride: int = 1):
+    """Yield every ``stride``-th decoded frame as uint8 RGB (for ``prepare_data``)."""
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        try:
+            for i, frame in enumerate(container.decode(stream)):
+                if i % stride == 0:
+                    yield _to_rgb(frame, max_shorter)
+        except (av.error.FFmpegError, ValueError, OSError) as e:
+            BadSampleLog.note(path, f"decode stopped early: {type(e).__name__}: {e}")
+    finally:
+        container.close()

@@ -1,0 +1,230 @@
+"""One-call export of a Keras video classifier: SavedModel (TF Serving layout) + TFLite + parity.
+
+:func:`export_model` stages everything inside ``<export_dir>/<name>/`` under temp names, checks the
+written artefacts against the Keras model, and only then claims the next free version number with
+an atomic rename; a failed export leaves no version behind and never touches existing versions.
+The parity figures go to the log and to ``<export_dir>/<name>/export_report.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from rnl_keras.export import saved_model as sm
+from rnl_keras.export.labels import resolve_labels
+from rnl_keras.export.preprocess import preprocess_frames_np
+from rnl_keras.export.tflite import TFLiteClassifier, TFLiteExportError, convert_to_tflite, freeze
+
+REPORT_FILENAME = "export_report.json"
+
+
+def synthetic_clips(n: int, num_frames: int, height: int, width: int, seed: int = 0) -> np.ndarray:
+    """``n`` uint8 clips ``(n, T, H, W, 3)``: smooth colour fields with a moving rectangle.
+
+    Structured (not white noise) so that class scores of a random-init model are not all ties.
+    """
+    rng = np.random.default_rng(seed)
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    xs = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
+    out = np.empty((n, num_frames, height, width, 3), np.uint8)
+    for i in range(n):
+        a, b, c = rng.uniform(-1, 1, (3, 3)).astype(np.float32)
+        base = 127.5 + 100.0 * np.sin(3.0 * (a * ys + b * xs) + c)
+        color = rng.uniform(0, 255, 3)
+        rh, rw = max(2, height // 3), max(2, width // 3)
+        y0, x0 = rng.integers(0, height - rh + 1), rng.integers(0, width - rw + 1)
+        vy, vx = rng.integers(-2, 3, 2)
+        for t in range(num_frames):
+            frame = base + rng.normal(0, 8, base.shape).astype(np.float32)
+            yy = int(np.clip(y0 + vy * t, 0, height - rh))
+            xx = int(np.clip(x0 + vx * t, 0, width - rw))
+            frame[yy:yy + rh, xx:xx + rw] = color
+            out[i, t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
+
+
+def _softmax(x):
+    x = np.asarray(x, np.float64)
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _stats(a, b) -> dict:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    diff = np.abs(a - b)
+    return {"max_abs_prob_diff": float(np.nanmax(diff)) if diff.size else 0.0,
+            "mean_abs_prob_diff": float(np.nanmean(diff)) if diff.size else 0.0,
+            "top1_agreement": float(np.mean(a.argmax(-1) == b.argmax(-1))),
+            "finite": bool(np.all(np.isfinite(a)) and np.all(np.isfinite(b)))}
+
+
+def check_saved_model(path: str, model, clips_u8: np.ndarray, image_size: int,
+                      resize_shorter: int, labels) -> tuple[dict, np.ndarray, np.ndarray]:
+    """Reload the SavedModel at ``path`` and compare its signatures with the Keras model.
+
+    Returns ``(report, saved_model_float_probs, normalised_clips)``.
+    """
+    loaded = tf.saved_model.load(path)
+    sigs = loaded.signatures
+    missing = [k for k in (sm.SERVING_DEFAULT, sm.SERVING_FLOAT, sm.PREPROCESS) if k not in sigs]
+    if missing:
+        raise sm.ExportError(f"{path!r}: signatures {missing} missing after reload")
+    clip_np = preprocess_frames_np(clips_u8, image_size, resize_shorter)
+    keras_probs = _softmax(np.asarray(model(clip_np, training=False)))
+    out_u8 = {k: v.numpy() for k, v in sigs[sm.SERVING_DEFAULT](
+        **{sm.UINT8_INPUT: tf.constant(clips_u8)}).items()}
+    out_fl = {k: v.numpy() for k, v in sigs[sm.SERVING_FLOAT](
+        **{sm.FLOAT_INPUT: tf.constant(clip_np)}).items()}
+    clip_graph = sigs[sm.PREPROCESS](**{sm.UINT8_INPUT: tf.constant(clips_u8)})[sm.FLOAT_INPUT].numpy()
+    names = np.asarray(labels, dtype=object)
+    want_labels = names[out_u8["top_k_indices"]]
+    got_labels = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(out_u8["top_k_labels"])
+    report = {
+        "num_clips": int(len(clips_u8)),
+        "clip_shape": list(clips_u8.shape[1:]),
+        "float_signature_vs_keras": _stats(out_fl["probabilities"], keras_probs),
+        "uint8_signature_vs_keras_on_numpy_preprocessing": _stats(out_u8["probabilities"],
+                                                                  keras_probs),
+        "graph_vs_numpy_preprocessing_max_abs_diff": float(np.abs(clip_graph - clip_np).max()),
+        "top_k_labels_match_indices": bool(np.all(want_labels == got_labels)),
+    }
+    return report, out_fl["probabilities"], clip_np
+
+
+def _read_report(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json_atomic(path: str, data: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def export_model(model, export_dir: str, name: str, labels_file: str | None = None, *,
+                 num_frames: int | None = None, image_size: int | None = None,
+                 resize_shorter: int | None = None, top_k: int = 5, tflite: bool = True,
+                 parity_clips: np.ndarray | None = None, num_parity_clips: int = 4,
+                 tolerance: float = 1e-3, source: str | None = None, log=logging.info) -> dict:
+    """Export ``model`` to ``<export_dir>/<name>/<version>/`` (+ TFLite files); returns the report.
+
+    Args:
+      model: Keras model, float32 ``(B, T, S, S, 3)`` normalised clips -> logits ``(B, K)``.
+      labels_file: K class names, one a line (default: Kinetics-400 names when K == 400).
+      num_frames, image_size: default from the model's input shape.
+      resize_shorter: shorter side before the centre crop in the uint8 signature (default S).
+      top_k: number of top classes the signatures return.
+      tflite: also write ``<name>-v<version>.tflite`` and ``.dynamic.tflite``.
+      parity_clips: uint8 ``(N, T, H, W, 3)`` clips for the parity checks (default: synthetic).
+      tolerance: max abs probability difference allowed between the SavedModel and the Keras model
+        and between the float TFLite model and the SavedModel; larger (or NaN) fails the export.
+      source: path of the .keras file, recorded in the report.
+    """
+    if not name or os.sep in name or name.startswith(".") or name.isdigit():
+        raise sm.ExportError(f"--name={name!r}: must be a plain, non-numeric directory name")
+    t0 = time.time()
+    num_classes = int(model.outputs[0].shape[-1])
+    labels, labels_path = resolve_labels(labels_file, num_classes)
+    t, s = sm.model_input_geometry(model, num_frames, image_size)
+    r = int(resize_shorter or s)
+    base = os.path.join(export_dir, name)
+    asset_dir = tempfile.mkdtemp(prefix="rnl-export-assets-")
+    stage = sm.staging_dir(base)
+    staged_tflite: dict[str, str] = {}
+    try:
+        module = sm.build_serving_module(
+            model, labels, t, s, r, top_k, asset_dir=asset_dir,
+            extra_meta={"source_model": source, "labels_source": labels_path, "name": name})
+        log(f"export: tracing and saving SavedModel (T={t}, S={s}, resize_shorter={r}, "
+            f"K={num_classes}) to staging dir {stage}")
+        sm.save_serving_module(module, stage)
+        t_saved = time.time()
+        if parity_clips is None:
+            h = max(s, s + s // 4)
+            parity_clips = synthetic_clips(num_parity_clips, t, h, max(s, h * 4 // 3), seed=0)
+        parity_clips = np.asarray(parity_clips, np.uint8)
+        if parity_clips.ndim != 5 or parity_clips.shape[1] != t:
+            raise sm.ExportError(f"parity clips of shape {parity_clips.shape}: expected "
+                                 f"(N, {t}, H, W, 3) uint8")
+        sm_report, sm_probs, clip_np = check_saved_model(stage, model, parity_clips, s, r, labels)
+        worst = max(sm_report["float_signature_vs_keras"]["max_abs_prob_diff"],
+                    sm_report["uint8_signature_vs_keras_on_numpy_preprocessing"]["max_abs_prob_diff"])
+        log(f"export: SavedModel vs Keras max abs prob diff {worst:.3g} on "
+            f"{len(parity_clips)} clips (graph vs NumPy preprocessing "
+            f"{sm_report['graph_vs_numpy_preprocessing_max_abs_diff']:.3g})")
+        if not np.isfinite(worst) or worst > tolerance or not sm_report["top_k_labels_match_indices"]:
+            raise sm.ExportError(f"SavedModel parity check failed: {json.dumps(sm_report)}")
+
+        tflite_report = {}
+        if tflite:
+            frozen = freeze(model, t, s)
+            for kind, quantize in (("float", False), ("dynamic", True)):
+                tc = time.time()
+                blob = convert_to_tflite(model, t, s, quantize=quantize, frozen=frozen)
+                path = sm.unique_tmp_file(base, f".{kind}.tflite")
+                with open(path, "wb") as f:
+                    f.write(blob)
+                staged_tflite[kind] = path
+                probs = TFLiteClassifier(model_content=blob).probabilities(clip_np)
+                stats = _stats(probs, sm_probs)
+                stats.update(bytes=len(blob), convert_seconds=round(time.time() - tc, 1))
+                tflite_report[kind] = stats
+                log(f"export: TFLite {kind}: {len(blob) / 1e6:.1f} MB, vs SavedModel max abs prob "
+                    f"diff {stats['max_abs_prob_diff']:.3g}, top-1 agreement "
+                    f"{stats['top1_agreement']:.3f}")
+            fl = tflite_report["float"]
+            if not fl["finite"] or fl["max_abs_prob_diff"] > tolerance:
+                raise TFLiteExportError(f"float TFLite parity check failed: {json.dumps(fl)}")
+            if tflite_report["dynamic"]["top1_agreement"] < 1.0:
+                logging.warning("export: dynamic-range TFLite model disagrees with the SavedModel on "
+                                "top-1 for %.0f%% of the parity clips",
+                                100 * (1 - tflite_report["dynamic"]["top1_agreement"]))
+
+        version, version_dir = sm.claim_version(base, stage)
+        stage = None
+        files = {"saved_model": version_dir,
+                 "labels": os.path.join(version_dir, "assets", sm.LABELS_FILENAME)}
+        for kind, staged in staged_tflite.items():
+            suffix = ".tflite" if kind == "float" else ".dynamic.tflite"
+            target = os.path.join(base, f"{name}-v{version}{suffix}")
+            sm.publish_file(staged, target)
+            tflite_report[kind]["path"] = target
+            files[f"tflite_{kind}"] = target
+        staged_tflite.clear()
+        report = {"name": name, "version": version, "files": files, "source_model": source,
+                  "num_classes": num_classes, "num_frames": t, "image_size": s,
+                  "resize_shorter": r, "top_k": module.top_k, "labels_source": labels_path,
+                  "signatures": module.meta()["signatures"], "outputs": list(sm.OUTPUT_KEYS),
+                  "saved_model_parity": sm_report, "tflite": tflite_report or None,
+                  "save_seconds": round(t_saved - t0, 1),
+                  "total_seconds": round(time.time() - t0, 1),
+                  "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        report_path = os.path.join(base, REPORT_FILENAME)
+        all_reports = _read_report(report_path)
+        versions = all_reports.get("versions") if isinstance(all_reports.get("versions"), dict) else {}
+        versions[str(version)] = report
+        _write_json_atomic(report_path, {"name": name, "latest_version": max(int(v) for v in versions),
+                                         "versions": versions})
+        report["report_file"] = report_path
+        log(f"export: wrote {name} version {version} to {version_dir} in "
+            f"{report['total_seconds']:.0f} s")
+        return report
+    finally:
+        sm.cleanup(stage)
+        for path in staged_tflite.values():
+            sm.cleanup(path)
+        shutil.rmtree(asset_dir, ignore_errors=True)

@@ -1,0 +1,116 @@
+"""The fast paths of attention_ops.attend against a float64 NumPy softmax attention."""
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from rnl_keras.layers import RegionNonLocal, attention_ops
+
+
+def reference(q, k, v, similarity):
+    q, k, v = (np.asarray(t, np.float64) for t in (q, k, v))
+    if similarity == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=-1, keepdims=True), 1e-12)
+        k = k / np.maximum(np.linalg.norm(k, axis=-1, keepdims=True), 1e-12)
+    s = np.einsum("bic,bjc->bij", q, k)
+    if similarity == "gaussian":
+        e = np.exp(s - s.max(-1, keepdims=True))
+        w = e / e.sum(-1, keepdims=True)
+    else:
+        w = np.maximum(s, 0) / k.shape[1]
+    return w @ v
+
+
+def points(rng, b, n, d, spread):
+    # Rows with very different norms: later key blocks raise the running max (online rescaling).
+    scale = np.exp(rng.uniform(-1.0, 1.0, (b, n, 1))) * spread
+    return (rng.normal(size=(b, n, d)) * scale).astype("float32")
+
+
+@pytest.mark.parametrize("similarity", ["gaussian", "cosine"])
+@pytest.mark.parametrize("chunk", [None, 1, 7, 40, 64, 300])
+@pytest.mark.parametrize("graph", [False, True])
+def test_symmetric_path_is_exact(similarity, chunk, graph, rng):
+    p = points(rng, 2, 300, 16, 1.0)
+    v = rng.normal(size=(2, 300, 8)).astype("float32")
+    q = attention_ops.l2_normalize(p) if similarity == "cosine" else tf.constant(p)
+
+    def run(q, v):
+        return attention_ops.attend(q, q, v, similarity, chunk, symmetric=True)
+
+    out = (tf.function(run) if graph else run)(q, v)
+    expected = reference(p, p, v, similarity)
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def test_symmetric_blocks_really_split(monkeypatch, rng):
+    """Default block smaller than N: several blocks, large logits (|s| up to ~1e3)."""
+    monkeypatch.setattr(attention_ops, "DEFAULT_BLOCK", 64)
+    assert attention_ops._symmetric_blocks(300, None) == 60
+    p = points(rng, 1, 300, 32, 3.0)
+    v = rng.normal(size=(1, 300, 8)).astype("float32")
+    out = attention_ops.attend(tf.constant(p), tf.constant(p), v, "gaussian", symmetric=True)
+    expected = reference(p, p, v, "gaussian")
+    np.testing.assert_allclose(np.asarray(out), expected, rtol=1e-5,
+                               atol=1e-5 * np.abs(expected).max())
+
+
+def test_block_choice_keeps_the_chunk_memory_bound():
+    for n in (100, 300, 6272, 1568):
+        for chunk in (1, 8, 50, 256, 1024):
+            block = attention_ops._symmetric_blocks(n, chunk)
+            if block is not None:
+                assert block * block <= max(chunk * n, chunk * chunk)
+                assert -(-n // block) <= attention_ops.MAX_BLOCKS or block <= chunk
+
+
+@pytest.mark.parametrize("similarity", ["gaussian", "cosine"])
+def test_symmetric_gradients_match(similarity, rng):
+    p = tf.constant(points(rng, 1, 130, 8, 1.0))
+    v = tf.constant(rng.normal(size=(1, 130, 4)).astype("float32"))
+    grads = []
+    for symmetric in (False, True):
+        with tf.GradientTape() as tape:
+            tape.watch([p, v])
+            y = attention_ops.attend(p, p, v, similarity, 40, symmetric=symmetric)
+            loss = tf.reduce_sum(y * tf.sin(tf.range(4, dtype=tf.float32)))
+        grads.append(tape.gradient(loss, [p, v]))
+    for a, b in zip(*grads):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("similarity", ["gaussian", "cosine", "dot"])
+@pytest.mark.parametrize("key_subsample", [False, True])
+def test_rnl_layer_symmetric_and_plain_agree(similarity, key_subsample, rng):
+    x = rng.normal(size=(2, 4, 8, 8, 16)).astype("float32")
+    a = RegionNonLocal(similarity=similarity, kernel_size=3, key_subsample=key_subsample)
+    a.build(x.shape)
+    b = RegionNonLocal(similarity=similarity, kernel_size=3, key_subsample=key_subsample,
+                       query_chunk_size=30)
+    b.build(x.shape)
+    b.set_weights(a.get_weights())
+    for layer in (a, b):  # non-zero BN so the attention output shows
+        layer.bn.gamma.assign(np.ones(16, "float32"))
+    np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), rtol=1e-5, atol=1e-5)
+
+
+def test_symmetric_path_converts_to_tflite_builtins(rng):
+    x = rng.normal(size=(1, 2, 6, 6, 8)).astype("float32")
+    layer = RegionNonLocal(kernel_size=3, query_chunk_size=24)
+    layer.build(x.shape)
+    layer.bn.gamma.assign(np.ones(8, "float32"))
+    fn = tf.function(lambda t: layer(t, training=False),
+                     input_signature=[tf.TensorSpec(x.shape, tf.float32)])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([fn.get_concrete_function()])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    flat = converter.convert()
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        Interpreter = tf.lite.Interpreter
+    interp = Interpreter(model_content=flat)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    out = interp.get_tensor(interp.get_output_details()[0]["index"])
+    np.testing.assert_allclose(out, np.asarray(layer(x, training=False)), rtol=1e-4, atol=1e-4)

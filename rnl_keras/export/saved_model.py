@@ -76,7 +76,11 @@ class ServingModule(tf.Module):
     def __init__(self, model, labels, num_frames: int, image_size: int,
                  resize_shorter: int | None = None, top_k: int = 5, assets=()):
         super().__init__(name="rnl_serving")
-        self.model = model
+        # Track the model's variables, not the Keras model object: saving a Keras 3 model as a
+        # trackable re-traces its call three times and walks every layer (~30 s for ResNet-50);
+        # keras.export.ExportArchive does the same. The model is reached through a closure.
+        self.model_variables = list(model.variables)
+        self._call_model = lambda clip: model(clip, training=False)
         self.labels = list(labels)
         self.num_frames = int(num_frames)
         self.image_size = int(image_size)
@@ -98,7 +102,7 @@ class ServingModule(tf.Module):
             input_signature=[tf.TensorSpec([None, t, None, None, 3], tf.uint8, name=UINT8_INPUT)])
 
     def _outputs(self, clip):
-        logits = self.model(clip, training=False)
+        logits = self._call_model(clip)
         probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
         scores, indices = tf.math.top_k(probs, k=self.top_k)
         names = tf.constant(self.labels, dtype=tf.string)
@@ -111,7 +115,8 @@ class ServingModule(tf.Module):
                                                     self.image_size, 3])}
 
     def _serve_uint8(self, frames):
-        return self._outputs(self._preprocess(frames)[FLOAT_INPUT])
+        # Calls the float signature's function: the model is traced (and stored) once.
+        return self.serve_float(self._preprocess(frames)[FLOAT_INPUT])
 
     def _serve_float(self, clip):
         return self._outputs(clip)

@@ -20,13 +20,13 @@ from rnl_keras.layers import (ChannelGate, ClipToFrames, FramesToClip, NonLocal,
 ATTENTIONS = ("none", "nl", "se", "gate", "rnl", "se+rnl")
 DEFAULT_PLACEMENT = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
 DEFAULT_RNL_KERNELS = {"res3": (3, 7, 7), "res4": (3, 3, 3), "res2": (3, 7, 7), "res5": (3, 3, 3)}
-STAGES = (("res2", "conv2", 64, 3, 1), ("res3", "conv3", 128, 4, 2),
-          ("res4", "conv4", 256, 6, 2), ("res5", "conv5", 512, 3, 2))
+STAGE_NAMES = (("res2", "conv2", 1), ("res3", "conv3", 2), ("res4", "conv4", 2), ("res5", "conv5", 2))
+RESNET50_BLOCKS = (3, 4, 6, 3)
 VARIANTS = ("keras", "torchvision")
 
 
-def _check_placement(placement):
-    blocks = {stage: count for stage, _, _, count, _ in STAGES}
+def _check_placement(placement, stage_blocks=RESNET50_BLOCKS):
+    blocks = {stage: count for (stage, _, _), count in zip(STAGE_NAMES, stage_blocks)}
     out = []
     for item in placement:
         stage, index = item
@@ -106,7 +106,8 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
                  fold_div=8, placement=DEFAULT_PLACEMENT, rnl_kernel_sizes=None, rnl_kwargs=None,
                  nl_kwargs=None, se_reduction=16, channel_gate_at=(), dropout=0.5,
                  include_top=True, weights=None, resnet_variant="keras", use_conv_bias=True,
-                 bn_epsilon=1.001e-5, dtype=None, name=None):
+                 bn_epsilon=1.001e-5, dtype=None, name=None, stage_blocks=RESNET50_BLOCKS,
+                 base_width=64):
     """Build the (RNL) TSM-ResNet50 video classifier as a functional Keras model.
 
     Args:
@@ -129,6 +130,9 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
             ``"torchvision"`` (stride in the 3x3 conv, matches TSM / the authors' checkpoints).
         use_conv_bias, bn_epsilon: Keras' ResNet50 has conv biases and eps 1.001e-5;
             torchvision none and 1e-5.
+        stage_blocks, base_width: bottlenecks per stage res2..res5 and the width of res2's
+            bottleneck (ResNet-50: (3, 4, 6, 3) and 64). Smaller values give a small TSM-ResNet
+            for CPU demos and tests; placements must then fit the smaller stages.
     Returns:
         A ``keras.Model`` mapping float32 (B, T, H, W, 3) clips normalised with ImageNet mean/std
         to logits (B, num_classes) (float32 even under a mixed precision policy).
@@ -141,20 +145,25 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if include_top and int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
-    placement = _check_placement(placement) if attention != "none" else ()
-    gates = set(_check_placement(channel_gate_at))
+    stage_blocks = tuple(int(b) for b in stage_blocks)
+    if len(stage_blocks) != 4 or min(stage_blocks) < 1 or int(base_width) < 1:
+        raise ValueError(f"stage_blocks must be 4 positive ints and base_width >= 1, got "
+                         f"{stage_blocks}, {base_width}")
+    placement = _check_placement(placement, stage_blocks) if attention != "none" else ()
+    gates = set(_check_placement(channel_gate_at, stage_blocks))
     rnl_kernels = {**DEFAULT_RNL_KERNELS, **(rnl_kernel_sizes or {})}
     builder = _Builder(int(num_frames), shift, fold_div, resnet_variant, use_conv_bias, bn_epsilon)
 
     inputs = keras.Input((num_frames, image_size, image_size, 3), name="clip")
     x = ClipToFrames(name="frames")(inputs)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
-    x = layers.Conv2D(64, 7, strides=2, use_bias=use_conv_bias, name="conv1_conv")(x)
+    x = layers.Conv2D(int(base_width), 7, strides=2, use_bias=use_conv_bias, name="conv1_conv")(x)
     x = layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, name="conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
-    for stage, prefix, filters, blocks, stride in STAGES:
+    for level, ((stage, prefix, stride), blocks) in enumerate(zip(STAGE_NAMES, stage_blocks)):
+        filters = int(base_width) * 2 ** level
         for index in range(blocks):
             block_name = f"{prefix}_block{index + 1}"
             x = builder.bottleneck(x, filters, stride if index == 0 else 1, index == 0, block_name)

@@ -2,15 +2,17 @@
 
     python pipelines/convert_checkpoint.py --torch_checkpoint=TSM_kinetics_RNL_segment8.pth.tar \\
         --num_frames=8 --keras_out=rnl_k400_8f.keras \\
-        [--export=rnl_k400 --export_dir=saved_models --labels=rnl_keras/data/kinetics400_classes.txt]
+        [--export=rnl_k400 --export_dir=saved_models \\
+         --labels=rnl_keras/data/kinetics400_classes.txt]
 
 Reads ``.pth`` / ``.pth.tar`` files with PyTorch (imported only here, only for that: `pip install
 torch`), or an ``.npz`` holding the state dict's arrays (no torch needed). The checkpoint's
 ``state_dict`` (``module.base_model.*`` / ``module.new_fc.*`` keys) is mapped onto
 ``tsm_resnet50`` by ``rnl_keras.checkpoints.from_torch_state_dict``; any missing, unexpected or
 mis-shaped key is reported (all at once) and nothing is written. The ``.keras`` file is written to
-a temporary name and renamed. ``--export`` then runs the export pipeline
-(``pipelines/export.py --model=... --name=... --export_dir=... --labels=...``) on it.
+a temporary name and renamed. ``--export`` then exports the converted model as a SavedModel (and,
+with ``--tflite``, TFLite files) with ``rnl_keras.export.export_model`` (the library behind
+``pipelines/export.py``; the script itself is used when the library is unavailable).
 
 The number of frames is not stored in the checkpoint: pass ``--num_frames`` (16 for the 16-frame
 Kinetics model); without it, ``segment<N>`` in the file name is used, else 8.
@@ -41,7 +43,10 @@ flags.DEFINE_string("keras_out", None, "Write the Keras model here (.keras). Def
 flags.DEFINE_string("export", None, "Also export a SavedModel under this name.")
 flags.DEFINE_string("export_dir", "saved_models", "Root directory of exported SavedModels.")
 flags.DEFINE_string("labels", None, "Class names file (one per line) for the export.")
-flags.DEFINE_bool("tflite", False, "Ask the export pipeline for a .tflite file as well.")
+flags.DEFINE_bool("tflite", False, "With --export: also write the TFLite files.")
+flags.DEFINE_integer("resize_shorter", None, "With --export: the uint8 serving signature resizes "
+                     "the shorter side to this before the centre crop (default: the crop size; "
+                     "256 for 224 is TSM's test view).")
 flags.mark_flag_as_required("torch_checkpoint")
 
 
@@ -67,24 +72,44 @@ def save_keras_atomic(model, path: str) -> None:
     os.close(fd)
     try:
         model.save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
 
 
-def run_export(keras_path: str, name: str, export_dir: str, labels: str | None,
-               tflite: bool) -> None:
+def run_export(model, keras_path: str, name: str, export_dir: str, labels: str | None,
+               tflite: bool, resize_shorter: int | None) -> None:
+    """SavedModel (+ TFLite) through rnl_keras.export, or pipelines/export.py when the library
+    function is not available."""
+    try:
+        from rnl_keras.export import export_model
+    except ImportError:
+        export_model = None
+    if export_model is not None:
+        try:
+            report = export_model(model, export_dir, name, labels, tflite=tflite,
+                                  resize_shorter=resize_shorter, source=keras_path, log=print)
+        except Exception as err:  # noqa: BLE001 - ExportError, LabelsError, TF errors
+            raise SystemExit(f"error: export failed: {type(err).__name__}: {err}"
+                             + (f" (the Keras model is at {keras_path})" if keras_path else ""))
+        files = report.get("files", {}) if isinstance(report, dict) else {}
+        for kind, where in files.items():
+            print(f"exported {kind}: {where}")
+        return
     script = os.path.join(ROOT, "pipelines", "export.py")
     if not os.path.isfile(script):
-        raise app.UsageError(f"--export needs the export pipeline {script}, which is not present "
-                             f"in this checkout; the Keras model is at {keras_path}")
+        raise app.UsageError(f"--export needs rnl_keras.export or {script}; neither is present. "
+                             f"The Keras model is at {keras_path}")
     cmd = [sys.executable, script, f"--model={keras_path}", f"--name={name}",
-           f"--export_dir={export_dir}"]
+           f"--export_dir={export_dir}", f"--tflite={str(bool(tflite)).lower()}"]
     if labels:
         cmd.append(f"--labels={labels}")
-    if tflite:
-        cmd.append("--tflite")
+    if resize_shorter:
+        cmd.append(f"--resize_shorter={resize_shorter}")
     print("running:", " ".join(cmd), flush=True)
     result = subprocess.run(cmd)
     if result.returncode != 0:
@@ -123,26 +148,31 @@ def main(argv):
     except CheckpointError as err:
         raise SystemExit(f"error: {err}") from None
     keras_out = FLAGS.keras_out
-    temp_dir = None
-    if keras_out is None:
-        if FLAGS.export:
-            temp_dir = tempfile.mkdtemp(prefix="convert_checkpoint_")
-            keras_out = os.path.join(temp_dir, f"{FLAGS.export}.keras")
-        else:
-            keras_out = default_keras_out(path)
-    save_keras_atomic(model, keras_out)
-    if temp_dir is None:
+    if keras_out is None and not FLAGS.export:
+        keras_out = default_keras_out(path)
+    if keras_out:
+        save_keras_atomic(model, keras_out)
         print(f"wrote {keras_out} ({model.count_params():,} weights, T={num_frames}, "
               f"input (B, {num_frames}, {FLAGS.image_size}, {FLAGS.image_size}, 3) "
               "ImageNet-normalised RGB)")
-    try:
-        if FLAGS.export:
-            run_export(keras_out, FLAGS.export, FLAGS.export_dir, FLAGS.labels, FLAGS.tflite)
-    finally:
-        if temp_dir is not None:
-            import shutil
+    if FLAGS.export:
+        temp_dir = None
+        if keras_out is None:   # only the CLI fallback needs a file
+            temp_dir = tempfile.mkdtemp(prefix="convert_checkpoint_")
+            keras_tmp = os.path.join(temp_dir, f"{FLAGS.export}.keras")
+        try:
+            if temp_dir is not None:
+                try:
+                    from rnl_keras.export import export_model  # noqa: F401
+                except ImportError:
+                    save_keras_atomic(model, keras_tmp)
+            run_export(model, keras_out or (keras_tmp if temp_dir else None), FLAGS.export,
+                       FLAGS.export_dir, FLAGS.labels, FLAGS.tflite, FLAGS.resize_shorter)
+        finally:
+            if temp_dir is not None:
+                import shutil
 
-            shutil.rmtree(temp_dir, ignore_errors=True)
+                shutil.rmtree(temp_dir, ignore_errors=True)
     print(f"done in {time.time() - t0:.1f}s")
 
 

@@ -90,6 +90,9 @@ def write_atomic(save, path):
     os.close(fd)
     try:
         save(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

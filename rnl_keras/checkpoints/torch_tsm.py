@@ -478,9 +478,10 @@ def load_torch_state_dict(path, warn=print) -> dict:
     except Exception as err:  # noqa: BLE001 - an unpickling refusal has several types
         if isinstance(err, (FileNotFoundError, IsADirectoryError)):
             raise
+        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
         warn(f"warning: torch.load(weights_only=True) refused {path!r} ({type(err).__name__}: "
-             f"{str(err).splitlines()[0] if str(err) else ''}); retrying with weights_only=False, "
-             "which runs pickled code: only do this for files you trust")
+             f"{reason[0] if reason else ''}); retrying with weights_only=False, which runs "
+             "pickled code: only do this for files you trust")
         checkpoint = torch.load(path, map_location="cpu", weights_only=False)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]

@@ -122,9 +122,10 @@ class ServingModule(tf.Module):
         return self._outputs(clip)
 
     def signatures(self) -> dict:
-        return {SERVING_DEFAULT: self.serve_uint8.get_concrete_function(),
-                SERVING_FLOAT: self.serve_float.get_concrete_function(),
-                PREPROCESS: self.preprocess.get_concrete_function()}
+        # tf.functions with input signatures: tf.saved_model.save traces each once, in its save
+        # context (tracing them here first would trace the model twice).
+        return {SERVING_DEFAULT: self.serve_uint8, SERVING_FLOAT: self.serve_float,
+                PREPROCESS: self.preprocess}
 
     def meta(self) -> dict:
         return {"num_frames": self.num_frames, "image_size": self.image_size,

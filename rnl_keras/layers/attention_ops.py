@@ -125,7 +125,7 @@ def _symmetric_blocks(n, query_chunk_size):
             if block * block > int(query_chunk_size) * n:
                 return None
     else:
-        block = min(DEFAULT_BLOCK, n)
+        block = min(DEFAULT_BLOCK or n, n)   # DEFAULT_BLOCK = None: one block, S materialised
     count = math.ceil(n / block)
     return math.ceil(n / count)  # balanced: equal blocks, the last one at most this long
 

@@ -58,13 +58,19 @@ def _attention_block(kind, stage, name, rnl_kernels, rnl_kwargs, nl_kwargs, se_r
 class _Builder:
     """Holds the options while the functional graph is laid out."""
 
-    def __init__(self, num_frames, shift, fold_div, variant, use_conv_bias, bn_epsilon):
+    def __init__(self, num_frames, shift, fold_div, variant, use_conv_bias, bn_epsilon,
+                 bn_momentum):
         self.num_frames = num_frames
         self.shift = shift
         self.fold_div = fold_div
         self.variant = variant
         self.use_bias = use_conv_bias
         self.bn_epsilon = bn_epsilon
+        self.bn_momentum = bn_momentum
+
+    def bn(self, name):
+        return layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon,
+                                         momentum=self.bn_momentum, name=name)
 
     def conv_bn(self, x, filters, kernel, stride, name, relu=True):
         if kernel == 3 and stride > 1:
@@ -75,15 +81,14 @@ class _Builder:
             padding = "same"
         x = layers.Conv2D(filters, kernel, strides=stride, padding=padding, use_bias=self.use_bias,
                           name=f"{name}_conv")(x)
-        x = layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon, name=f"{name}_bn")(x)
+        x = self.bn(f"{name}_bn")(x)
         return layers.Activation("relu", name=f"{name}_relu")(x) if relu else x
 
     def bottleneck(self, x, filters, stride, shortcut_conv, name):
         if shortcut_conv:
             shortcut = layers.Conv2D(4 * filters, 1, strides=stride, use_bias=self.use_bias,
                                      name=f"{name}_0_conv")(x)
-            shortcut = layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon,
-                                                 name=f"{name}_0_bn")(shortcut)
+            shortcut = self.bn(f"{name}_0_bn")(shortcut)
         else:
             shortcut = x
         if self.shift:
@@ -106,7 +111,8 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
                  fold_div=8, placement=DEFAULT_PLACEMENT, rnl_kernel_sizes=None, rnl_kwargs=None,
                  nl_kwargs=None, se_reduction=16, channel_gate_at=(), dropout=0.5,
                  include_top=True, weights=None, resnet_variant="keras", use_conv_bias=True,
-                 bn_epsilon=1.001e-5, dtype=None, name=None, stage_blocks=RESNET50_BLOCKS,
+                 bn_epsilon=1.001e-5, bn_momentum=0.9, gate_kwargs=None, dtype=None, name=None,
+                 stage_blocks=RESNET50_BLOCKS,
                  base_width=64):
     """Build the (RNL) TSM-ResNet50 video classifier as a functional Keras model.
 
@@ -130,6 +136,10 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
             ``"torchvision"`` (stride in the 3x3 conv, matches TSM / the authors' checkpoints).
         use_conv_bias, bn_epsilon: Keras' ResNet50 has conv biases and eps 1.001e-5;
             torchvision none and 1e-5.
+        bn_momentum: of the backbone's BatchNorms; 0.9 is PyTorch's (and TSM's) 0.1. Keras'
+            own default 0.99 lags far behind in short fine-tuning runs.
+        gate_kwargs: extra arguments of the ``channel_gate_at`` gates (e.g. the release's
+            ``bn_momentum=0.99``, PyTorch's 0.01).
         stage_blocks, base_width: bottlenecks per stage res2..res5 and the width of res2's
             bottleneck (ResNet-50: (3, 4, 6, 3) and 64). Smaller values give a small TSM-ResNet
             for CPU demos and tests; placements must then fit the smaller stages.
@@ -152,13 +162,14 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
     placement = _check_placement(placement, stage_blocks) if attention != "none" else ()
     gates = set(_check_placement(channel_gate_at, stage_blocks))
     rnl_kernels = {**DEFAULT_RNL_KERNELS, **(rnl_kernel_sizes or {})}
-    builder = _Builder(int(num_frames), shift, fold_div, resnet_variant, use_conv_bias, bn_epsilon)
+    builder = _Builder(int(num_frames), shift, fold_div, resnet_variant, use_conv_bias, bn_epsilon,
+                       bn_momentum)
 
     inputs = keras.Input((num_frames, image_size, image_size, 3), name="clip")
     x = ClipToFrames(name="frames")(inputs)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = layers.Conv2D(int(base_width), 7, strides=2, use_bias=use_conv_bias, name="conv1_conv")(x)
-    x = layers.BatchNormalization(axis=-1, epsilon=bn_epsilon, name="conv1_bn")(x)
+    x = builder.bn("conv1_bn")(x)
     x = layers.Activation("relu", name="conv1_relu")(x)
     x = layers.ZeroPadding2D(1, name="pool1_pad")(x)
     x = layers.MaxPooling2D(3, strides=2, name="pool1_pool")(x)
@@ -168,7 +179,8 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
             block_name = f"{prefix}_block{index + 1}"
             x = builder.bottleneck(x, filters, stride if index == 0 else 1, index == 0, block_name)
             if (stage, index) in gates:
-                x = builder.clip_block(x, ChannelGate(name=f"{block_name}_cg"), f"{block_name}_cg")
+                gate = ChannelGate(name=f"{block_name}_cg", **(gate_kwargs or {}))
+                x = builder.clip_block(x, gate, gate.name)
             if (stage, index) in placement:
                 block = _attention_block(attention, stage, block_name, rnl_kernels, rnl_kwargs,
                                          nl_kwargs, se_reduction, dtype)

@@ -101,9 +101,10 @@ def make_schedule(cfg, steps_per_epoch: int):
     raise ValueError(f"unknown lr_schedule {cfg.lr_schedule!r}")
 
 
-def make_optimizer(cfg, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+def make_optimizer(cfg, steps_per_epoch: int, schedule=None) -> keras.optimizers.Optimizer:
     """SGD with momentum; weight decay and clipping are applied by the train step."""
-    return keras.optimizers.SGD(learning_rate=make_schedule(cfg, steps_per_epoch),
+    schedule = schedule if schedule is not None else make_schedule(cfg, steps_per_epoch)
+    return keras.optimizers.SGD(learning_rate=schedule,
                                 momentum=cfg.momentum, nesterov=cfg.nesterov, name="sgd")
 
 

@@ -1,4 +1,4 @@
-"""Attention-map figures of RNL / NL blocks (paper Figures 1, 4, 5). Needs Pillow, not matplotlib."""
+"""Attention-map figures of RNL / NL blocks (paper Figures 1, 4, 5), drawn with Pillow."""
 from rnl_keras.visualization.attention_maps import (AttentionMaps, Point, attention_blocks,
                                                     block_input_model, compute_attention_maps,
                                                     figure_size, get_attention_block, grid_points,

@@ -287,7 +287,10 @@ def normalise_frames(frames):
 
 
 def load_clip(path, num_frames, image_size):
-    """Sample, resize and centre-crop a video: (uint8 frames (T, S, S, 3), float32 clip, indices)."""
+    """Sample (centres of T equal segments, as at test time), resize and centre-crop a video.
+
+    Returns uint8 frames (T, S, S, 3), the float32 normalised clip and the frame indices.
+    """
     frames, indices = _read_frames(str(path), lambda n: sample_indices(n, num_frames))
     frames = resize_and_crop(frames, image_size)
     return frames, normalise_frames(frames), np.asarray(indices)

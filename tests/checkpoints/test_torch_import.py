@@ -213,16 +213,29 @@ def test_convert_cli_from_npz(tmp_path):
     npz = tmp_path / "tsm_segment2.npz"
     np.savez(npz, **sd)
     out = tmp_path / "sub" / "converted.keras"
+    labels = tmp_path / "labels.txt"
+    labels.write_text("walk\nrun\njump\n")
     result = subprocess.run(
         [sys.executable, os.path.join(ROOT, "pipelines", "convert_checkpoint.py"),
-         f"--torch_checkpoint={npz}", f"--keras_out={out}", "--image_size=32"],
+         f"--torch_checkpoint={npz}", f"--keras_out={out}", "--image_size=32",
+         "--export=tsm", f"--export_dir={tmp_path / 'saved'}", f"--labels={labels}"],
         cwd=ROOT, capture_output=True, text=True, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "using T=2 (from the file name)" in result.stdout
+    # the SavedModel: TF Serving's versioned layout, from the same weights
+    assert (tmp_path / "saved" / "tsm" / "1" / "saved_model.pb").exists()
+    assert not list((tmp_path / "saved" / "tsm").glob("*.tflite"))      # no --tflite
     assert out.exists() and not [p for p in out.parent.iterdir() if p.name.startswith(".tmp_")]
     model = keras.saving.load_model(out)
     clip = rng.normal(0, 1, (1, 2, 32, 32, 3)).astype("float32")
-    assert _rel_err(model(clip, training=False), ref.forward(sd, clip)) < 1e-4
+    expected = ref.forward(sd, clip)
+    assert _rel_err(model(clip, training=False), expected) < 1e-4
+    import tensorflow as tf
+
+    served = tf.saved_model.load(str(tmp_path / "saved" / "tsm" / "1"))
+    probs = served.signatures["serving_float"](clip=tf.constant(clip))["probabilities"].numpy()
+    softmax = np.exp(expected - expected.max()) / np.exp(expected - expected.max()).sum()
+    np.testing.assert_allclose(probs, softmax, atol=1e-5)
 
 
 def test_convert_cli_reports_bad_keys(tmp_path):
@@ -237,3 +250,28 @@ def test_convert_cli_reports_bad_keys(tmp_path):
     assert result.returncode != 0
     assert "module.base_model.layer1.2.conv3.weight" in result.stderr
     assert not (tmp_path / "x.keras").exists()
+
+
+def test_tsm_nonlocal_checkpoint():
+    """TSM's own NL checkpoints (nl.theta / nl.phi.0 / nl.g.0 / nl.W, 1x2x2 sub-sampled phi, g)."""
+    from rnl_keras.layers import NonLocal
+
+    rng = np.random.default_rng(5)
+    sd = make_released_state_dict(rng, num_classes=3, prefix="module.")
+    for key in [k for k in sd if ".cg." in k or ".nl.penta." in k]:
+        del sd[key]
+    for key in [k for k in sd if k.endswith(".nl.theta.weight")]:
+        base = key[:-len("theta.weight")]
+        for name in ("phi.0", "g.0"):
+            sd[f"{base}{name}.weight"] = rng.normal(0, 0.05, sd[key].shape).astype("float32")
+            sd[f"{base}{name}.bias"] = rng.normal(0, 0.05, sd[base + "theta.bias"].shape).astype(
+                "float32")
+    config = detect_configuration(sd)
+    assert config["attention"] == "nl" and config["nl_subsample"] and config["channel_gate_at"] == ()
+    model = from_torch_state_dict(sd, num_frames=2, image_size=32)
+    nl = model.get_layer("conv4_block3_nl")
+    assert isinstance(nl, NonLocal) and nl.subsample
+    np.testing.assert_array_equal(nl.phi.kernel.numpy(),
+                                  sd["module.base_model.layer3.2.nl.phi.0.weight"][:, :, 0, 0, 0].T)
+    np.testing.assert_array_equal(nl.w.kernel.numpy(),
+                                  sd["module.base_model.layer3.2.nl.W.0.weight"][:, :, 0, 0, 0].T)

@@ -1,0 +1,119 @@
+"""Block benchmark (issue 2): time and peak memory of RNL / NL / SE at Table I's res3 / res4 shapes.
+
+    python bench/blocks.py [--quick] [--iters=2] [--json=bench/results/blocks.json]
+
+Blocks: RNL (Gaussian) with F_theta = conv / avg / max, NL with and without 1x2x2 sub-sampling,
+SE (original, r = 16); shapes res3 (B, 8, 28, 28, 512) and res4 (B, 8, 14, 14, 1024), B = 1 and 4;
+query_chunk_size None and 1024. "rnl-conv materialised" is the RNL without the blocked symmetric
+path (attention_ops.DEFAULT_BLOCK = None: the whole N x N matrix at once, the old behaviour), the
+reference of the chunked memory bound; with query_chunk_size=None the RNL now blocks by 1024 too.
+
+Peak memory, method: every configuration runs in a fresh Python process; after building the layer
+and its input (and importing TF) the process's peak RSS (ru_maxrss) is read as the baseline; the
+forward is then traced and run (warm-up + timed iterations) and the peak RSS growth is reported as
+"fwd peak MB"; then forward+backward (gradients of sum(y) w.r.t. x and the weights) is run and the
+new peak growth reported as "fwd+bwd peak MB". It includes TF's transient buffers and allocator
+caching (CPU allocations are returned to malloc, so this is the true high-water mark of the
+process), not only the block's tensors. Times: minimum wall time over the timed iterations; the
+machine may be shared with other jobs.
+"""
+import argparse
+import json
+import os
+import sys
+
+from common import KERNELS, SHAPES, machine, maxrss_mb, run_subprocess, time_fn, write_json
+
+BLOCKS = ("rnl-conv", "rnl-avg", "rnl-max", "rnl-conv materialised", "nl", "nl-sub", "se")
+
+
+def worker(cfg):
+    import tensorflow as tf
+
+    from rnl_keras.layers import NonLocal, RegionNonLocal, SqueezeExcite, attention_ops
+    from rnl_keras.profiling import layer_macs
+
+    shape = (cfg["batch"],) + SHAPES[cfg["shape"]]
+    kind, chunk = cfg["block"], cfg["chunk"]
+    if kind.startswith("rnl"):
+        if kind.endswith("materialised"):
+            attention_ops.DEFAULT_BLOCK = None
+        agg = kind.split()[0].split("-")[1]
+        layer = RegionNonLocal(aggregation=agg, kernel_size=KERNELS[cfg["shape"]],
+                               query_chunk_size=chunk)
+    elif kind.startswith("nl"):
+        layer = NonLocal(subsample=kind == "nl-sub", query_chunk_size=chunk)
+    else:
+        layer = SqueezeExcite(reduction=16, mode="scale")
+    layer.build(shape)
+    x = tf.random.normal(shape)
+    macs = shape[0] * layer_macs(layer, shape, shape)["true"]
+    fwd = tf.function(lambda x: layer(x, training=False))
+
+    @tf.function
+    def fwd_bwd(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y)
+        return tape.gradient(loss, [x] + layer.trainable_weights)
+
+    base = maxrss_mb()
+    out = {"true_gmacs": macs / 1e9, "baseline_rss_mb": base}
+    out["fwd"] = time_fn(fwd, x, warmup=1, iters=cfg["iters"])
+    out["fwd"]["peak_mb"] = maxrss_mb() - base
+    out["fwd_bwd"] = time_fn(fwd_bwd, x, warmup=1, iters=cfg["iters"])
+    out["fwd_bwd"]["peak_mb"] = maxrss_mb() - base
+    print(json.dumps(out))
+
+
+def configs(quick):
+    for shape in ("res3", "res4"):
+        for batch in (1, 4):
+            for block in BLOCKS:
+                if quick and batch == 4 and block in ("rnl-avg", "rnl-max"):
+                    continue
+                chunks = [None] if block in ("se", "rnl-conv materialised") else [None, 1024]
+                for chunk in chunks:
+                    yield {"shape": shape, "batch": batch, "block": block, "chunk": chunk}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="1 timed iteration, fewer configs")
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--json", default="blocks.json")
+    parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--only", default=None, help="comma-separated shape:batch filter, e.g. res3:4")
+    args = parser.parse_args(argv)
+    if args.worker:
+        return worker(json.loads(args.worker))
+    iters = 1 if args.quick else args.iters
+    info = machine()
+    print(info)
+    print(__doc__.split("Peak memory, method:")[1].split("Times:")[0].strip().replace("\n", " "))
+    header = (f"{'shape':<5} {'B':>2} {'block':<22} {'chunk':>6} {'GMACs':>7} | {'fwd s':>7} "
+              f"{'fwd MB':>8} | {'f+b s':>7} {'f+b MB':>8}")
+    print(header)
+    print("-" * len(header))
+    rows = []
+    script = os.path.abspath(__file__)
+    for cfg in configs(args.quick):
+        if args.only and f"{cfg['shape']}:{cfg['batch']}" not in args.only.split(","):
+            continue
+        cfg["iters"] = iters
+        res = run_subprocess(script, ["--worker", json.dumps(cfg)])
+        rows.append({**cfg, **res})
+        if "error" in res:
+            print(f"{cfg}: ERROR {res['error'][-300:]}", flush=True)
+            continue
+        print(f"{cfg['shape']:<5} {cfg['batch']:>2} {cfg['block']:<22} {str(cfg['chunk']):>6} "
+              f"{res['true_gmacs']:7.2f} | {res['fwd']['min_s']:7.3f} {res['fwd']['peak_mb']:8.0f} | "
+              f"{res['fwd_bwd']['min_s']:7.3f} {res['fwd_bwd']['peak_mb']:8.0f}", flush=True)
+    path = write_json(args.json, {"machine": info, "memory_method": "ru_maxrss growth in a fresh "
+                                  "process over the post-build baseline", "rows": rows})
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

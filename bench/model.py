@@ -1,0 +1,113 @@
+"""Full-model speed: TSM-R50 baseline vs +5 RNL (with / without key sub-sampling) vs +5 NL.
+
+    python bench/model.py [--quick] [--iters=2] [--json=bench/results/model.json]
+
+8 x 224 x 224 clips, 400 classes, the paper's backbone (torchvision layout, no conv biases),
+float32 (and mixed_bfloat16 inference for the baseline and +5 RNL). Inference: clips/s at batch 1
+and 8 (tf.function, training=False). Training: seconds per SGD step at batch 1 (forward, backward,
+update). Warm-up calls (tracing) are excluded; times are minima over the timed iterations; all
+ratios to the baseline come from this same run. Multiply-adds from rnl_keras.profiling.
+"""
+import argparse
+import sys
+
+from common import machine, set_policy, time_fn, write_json
+
+MODELS = {"baseline": ("none", {}), "rnl": ("rnl", {}),
+          "rnl_key_subsample": ("rnl", {"rnl_kwargs": {"key_subsample": True}}),
+          "nl": ("nl", {})}
+PAPER = {"resnet_variant": "torchvision", "use_conv_bias": False}
+
+
+def build(name, dtype):
+    import keras
+
+    from rnl_keras.models.tsm_resnet import tsm_resnet50
+
+    keras.backend.clear_session()
+    set_policy(dtype)
+    attention, kwargs = MODELS[name]
+    model = tsm_resnet50(400, num_frames=8, attention=attention, image_size=224, **PAPER, **kwargs)
+    return model
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="1 timed iteration per figure")
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--bf16_models", default="baseline,rnl")
+    parser.add_argument("--json", default="model.json")
+    args = parser.parse_args(argv)
+    import tensorflow as tf
+
+    from rnl_keras.profiling import count_macs
+
+    iters = 1 if args.quick else args.iters
+    results = {"machine": machine(), "units": {"infer": "seconds per clip (min over iters)",
+                                               "train": "seconds per step, batch 1"}, "models": {}}
+    print(results["machine"])
+    rng = tf.random.Generator.from_seed(0)
+    jobs = [(m, "float32") for m in args.models.split(",")]
+    jobs += [(m, "bfloat16") for m in args.bf16_models.split(",") if m]
+    for name, dtype in jobs:
+        model = build(name, dtype)
+        macs = count_macs(model)
+        infer = tf.function(lambda x: model(x, training=False))
+        row = {"dtype": dtype, "true_gmacs": macs["true"] / 1e9, "paper_gmacs": macs["paper"] / 1e9,
+               "executed_gmacs": macs["executed"] / 1e9}
+        for batch in (1, 8):
+            x = rng.normal((batch, 8, 224, 224, 3))
+            t = time_fn(infer, x, warmup=1, iters=iters if batch == 8 else max(iters, 2))
+            row[f"infer_b{batch}"] = {"s_per_clip": t["min_s"] / batch,
+                                      "clips_per_s": batch / t["min_s"], **t}
+            print(f"{name:<18} {dtype:<8} infer b{batch}: {t['min_s'] / batch:.3f} s/clip "
+                  f"(median {t['median_s'] / batch:.3f}, cpu {t['cpu_s'] / batch:.3f})", flush=True)
+        if dtype == "float32":
+            import keras
+
+            opt = keras.optimizers.SGD(0.01, momentum=0.9)
+            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+            weights = model.trainable_weights
+
+            @tf.function
+            def step(x, y):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model(x, training=True))
+                opt.apply_gradients(zip(tape.gradient(loss, weights), weights))
+                return loss
+            x = rng.normal((1, 8, 224, 224, 3))
+            y = tf.constant([3])
+            t = time_fn(step, x, y, warmup=1, iters=iters)
+            row["train_b1"] = {"s_per_step": t["min_s"], **t}
+            print(f"{name:<18} {dtype:<8} train b1: {t['min_s']:.3f} s/step "
+                  f"(median {t['median_s']:.3f})", flush=True)
+        results["models"][f"{name}:{dtype}"] = row
+        del model
+    base = results["models"].get("baseline:float32")
+    print(f"\n{'model':<28} {'true GMACs':>10} {'MAC ratio':>9} | {'b1 s/clip':>9} {'b8 s/clip':>9} "
+          f"{'b8 ratio':>8} | {'train s':>7} {'ratio':>6}")
+    for key, row in results["models"].items():
+        ratios = {}
+        if base:
+            ratios = {"macs": row["true_gmacs"] / base["true_gmacs"],
+                      "infer_b1": row["infer_b1"]["s_per_clip"] / base["infer_b1"]["s_per_clip"],
+                      "infer_b8": row["infer_b8"]["s_per_clip"] / base["infer_b8"]["s_per_clip"]}
+            if "train_b1" in row:
+                ratios["train_b1"] = row["train_b1"]["s_per_step"] / base["train_b1"]["s_per_step"]
+        fp32 = results["models"].get(key.split(":")[0] + ":float32")
+        if row["dtype"] == "bfloat16" and fp32:
+            ratios["bf16_speedup_b8"] = fp32["infer_b8"]["s_per_clip"] / row["infer_b8"]["s_per_clip"]
+        row["ratios"] = ratios
+        train = row.get("train_b1", {}).get("s_per_step")
+        print(f"{key:<28} {row['true_gmacs']:10.2f} {ratios.get('macs', 0):9.2f} | "
+              f"{row['infer_b1']['s_per_clip']:9.3f} {row['infer_b8']['s_per_clip']:9.3f} "
+              f"{ratios.get('infer_b8', 0):8.2f} | "
+              f"{train if train else float('nan'):7.3f} {ratios.get('train_b1', float('nan')):6.2f}"
+              + (f"  bf16 speed-up b8: {ratios['bf16_speedup_b8']:.2f}x"
+                 if "bf16_speedup_b8" in ratios else ""))
+    print(f"wrote {write_json(args.json, results)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

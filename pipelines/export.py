@@ -1,0 +1,116 @@
+"""Export a trained .keras model for serving: ``python pipelines/export.py --model=m.keras --name=N``.
+
+Writes, under ``--export_dir`` (default ``saved_models``)::
+
+    <name>/<version>/                    SavedModel in TF Serving's versioned layout (next free
+                                         integer; existing versions are never overwritten)
+    <name>/<version>/assets/labels.txt   class names (also embedded in the graph: top_k_labels)
+    <name>/<name>-v<version>.tflite          float32 TFLite (builtin ops only)
+    <name>/<name>-v<version>.dynamic.tflite  dynamic-range quantised TFLite
+    <name>/export_report.json            parity figures of every version
+
+Signatures: ``serving_default`` takes uint8 frames ``(B, T, H, W, 3)`` of any H, W (resized,
+centre-cropped and normalised in the graph); ``serving_float`` takes normalised float32 clips
+``(B, T, S, S, 3)``. Both return ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
+``top_k_labels``. Before a version is published, the SavedModel is reloaded and compared with the
+Keras model, and the TFLite files with the SavedModel, on a few clips (``--parity_videos`` or
+synthetic ones); a float mismatch above ``--tolerance`` or a non-builtin op fails the export.
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags, logging  # noqa: E402
+
+flags.DEFINE_string("model", None, "Trained Keras model file (.keras), e.g. model_dir/best.keras.")
+flags.DEFINE_string("name", None, "Model name: the export goes to <export_dir>/<name>/<version>/ "
+                    "(the name TF Serving's --model_name uses).")
+flags.DEFINE_string("export_dir", "saved_models", "Base directory of the exports.")
+flags.DEFINE_string("labels", None, "Class names file, one a line, in label order. Default: the "
+                    "Kinetics-400 names (rnl_keras/data/kinetics400_classes.txt) for 400-class "
+                    "models; required otherwise.")
+flags.DEFINE_integer("num_frames", None, "Frames per clip T (default: from the model's input).")
+flags.DEFINE_integer("image_size", None, "Crop size S (default: from the model's input).")
+flags.DEFINE_integer("resize_shorter", None, "serving_default resizes the shorter side of the "
+                     "frames to this before the centre S x S crop (default: S; 256 for S=224 "
+                     "reproduces the 1-crop eval view of evaluate.py).")
+flags.DEFINE_integer("top_k", 5, "Number of top classes returned by the signatures.")
+flags.DEFINE_bool("tflite", True, "Also write float32 and dynamic-range quantised .tflite files "
+                  "(--notflite to skip).")
+flags.DEFINE_list("parity_videos", [], "Video files for the export-time parity checks (default: "
+                  "synthetic clips).")
+flags.DEFINE_integer("num_parity_clips", 4, "Synthetic parity clips when --parity_videos is empty.")
+flags.DEFINE_float("tolerance", 1e-3, "Max abs probability difference allowed between SavedModel "
+                   "and Keras model, and float TFLite and SavedModel.")
+flags.mark_flags_as_required(["model", "name"])
+
+FLAGS = flags.FLAGS
+
+
+def load_keras_model(path):
+    """Load a .keras file written by the trainer (registers rnl_keras's custom layers first)."""
+    if not os.path.isfile(path):
+        raise app.UsageError(f"--model={path}: no such file")
+    import keras
+    import rnl_keras.layers  # noqa: F401 - registers the custom layers for deserialisation
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as e:  # noqa: BLE001
+        raise app.UsageError(f"--model={path}: cannot load the Keras model: "
+                             f"{type(e).__name__}: {e}") from None
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import numpy as np
+
+    from rnl_keras.export import ExportError, LabelsError, TFLiteExportError, export_model
+    from rnl_keras.export.predictor import VideoReadError, read_clip
+    model = load_keras_model(FLAGS.model)
+    clips = None
+    if FLAGS.parity_videos:
+        t = FLAGS.num_frames or model.inputs[0].shape[1]
+        try:
+            frames = [read_clip(v, int(t)) for v in FLAGS.parity_videos]
+        except VideoReadError as e:
+            raise app.UsageError(f"--parity_videos: {e}") from None
+        shapes = {f.shape for f in frames}
+        if len(shapes) > 1:   # the batch needs one frame size: centre-crop to the smallest
+            h = min(s[1] for s in shapes)
+            w = min(s[2] for s in shapes)
+            frames = [f[:, (f.shape[1] - h) // 2:(f.shape[1] - h) // 2 + h,
+                        (f.shape[2] - w) // 2:(f.shape[2] - w) // 2 + w] for f in frames]
+        clips = np.stack(frames)
+    try:
+        report = export_model(model, FLAGS.export_dir, FLAGS.name, FLAGS.labels,
+                              num_frames=FLAGS.num_frames, image_size=FLAGS.image_size,
+                              resize_shorter=FLAGS.resize_shorter, top_k=FLAGS.top_k,
+                              tflite=FLAGS.tflite, parity_clips=clips,
+                              num_parity_clips=FLAGS.num_parity_clips, tolerance=FLAGS.tolerance,
+                              source=os.path.abspath(FLAGS.model), log=logging.info)
+    except LabelsError as e:
+        raise app.UsageError(str(e)) from None
+    except (ExportError, TFLiteExportError) as e:
+        logging.error("export failed: %s", e)
+        sys.exit(1)
+    p = report["saved_model_parity"]
+    summary = {
+        "name": report["name"], "version": report["version"], "files": report["files"],
+        "saved_model_vs_keras_max_abs_prob_diff": max(
+            p["float_signature_vs_keras"]["max_abs_prob_diff"],
+            p["uint8_signature_vs_keras_on_numpy_preprocessing"]["max_abs_prob_diff"]),
+    }
+    if report["tflite"]:
+        summary["tflite_float_vs_saved_model_max_abs_prob_diff"] = \
+            report["tflite"]["float"]["max_abs_prob_diff"]
+        summary["tflite_dynamic_top1_agreement"] = report["tflite"]["dynamic"]["top1_agreement"]
+    summary["report"] = report["report_file"]
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

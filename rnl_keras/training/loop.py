@@ -1,0 +1,515 @@
+"""The custom training loop: one design for the default, mirrored and multi-worker strategies.
+
+``model.fit`` fails under MultiWorkerMirroredStrategy with Keras 3 (keras-team/keras#20585), so
+training is a ``tf.function`` train step run with ``strategy.run`` over a dataset distributed with
+``strategy.distribute_datasets_from_function`` (each input pipeline gets an ``InputContext`` and
+batches the per-replica batch). The same code runs on one device, several local devices and
+several workers.
+
+Resuming. The checkpoint (``tf.train.Checkpoint`` in ``<model_dir>/ckpt``) holds the model, the
+optimizer (iterations, momentum), the epoch, the step inside the epoch, the best validation top-1
+and the training time so far. Each epoch's input order is a pure function of (``--seed``, epoch):
+the pipeline is seeded with ``epoch_seed(seed, epoch)`` and deterministic, so a resumed epoch
+rebuilds the same stream and skips the batches already trained on. Nothing is repeated or lost
+after a crash or ``kill -9`` beyond the steps since the last checkpoint.
+
+Files. Only the chief writes ``model_dir`` (checkpoints, TensorBoard, ``best.keras``,
+``final.keras``, ``summary.json``; every file via a temporary name and ``os.replace``). Other
+workers take part in the (collective) checkpoint saves but write to a private temp directory.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from rnl_keras.training import checkpointing, optimizer as optim, strategy as strat
+from rnl_keras.training.config import ConfigError, TrainConfig
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The input-pipeline seed of one epoch (same on every worker, new every epoch)."""
+    return int((seed * 1_000_003 + epoch * 7_919 + 17) % (2**31 - 1))
+
+
+def weights_digest(model) -> str:
+    """sha256 of every weight of the model (trainable and BatchNorm statistics), in order."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w.value)).tobytes())
+    return h.hexdigest()
+
+
+def data_config(cfg: TrainConfig, split: str, seed: int | None = None):
+    """The ``rnl_keras.data.DataConfig`` of the training or (single-view) validation split."""
+    from rnl_keras.data import DataConfig
+    train = split == "train"
+    return DataConfig(
+        source=cfg.data_source, list_file=cfg.train_list if train else cfg.val_list,
+        root=cfg.data_root if train else cfg.val_root, frame_template=cfg.frame_template,
+        num_classes=cfg.num_classes, num_frames=cfg.num_frames, sampling=cfg.sampling,
+        dense_stride=cfg.dense_stride, test_clips=1, test_crops=1, image_size=cfg.image_size,
+        resize_shorter=cfg.resize_shorter, flip=cfg.flip, on_bad_sample=cfg.on_bad_sample,
+        seed=seed, deterministic=cfg.deterministic_data if train else True,
+        num_parallel_calls=cfg.num_parallel_calls, shuffle_buffer=cfg.shuffle_buffer)
+
+
+def check_data(cfg: TrainConfig) -> int:
+    """Validate list files and classes file against ``--num_classes`` before any work.
+
+    Returns the number of training samples (0 when unknown, e.g. TFRecord shards without counts).
+    Raises ConfigError naming the flag; list-file problems list every bad line at once.
+    """
+    from rnl_keras.data import ListFileError, validate_list_file
+    if cfg.classes_file:
+        if os.path.isfile(cfg.classes_file):
+            with open(cfg.classes_file, encoding="utf-8") as f:
+                names = [line.strip() for line in f if line.strip()]
+            if len(names) != cfg.num_classes:
+                raise ConfigError("num_classes", f"{cfg.num_classes} does not match "
+                                  f"--classes_file={cfg.classes_file} ({len(names)} classes)")
+        else:
+            raise ConfigError("classes_file", f"no such file: {cfg.classes_file}")
+    count = 0
+    for flag, split in (("train_list", "train"), ("val_list", "val")):
+        path = cfg.train_list if split == "train" else cfg.val_list
+        if not path:
+            continue
+        if cfg.data_source != "tfrecord" and not os.path.isfile(path):
+            raise ConfigError(flag, f"list file not found: {path}")
+        try:
+            entries = validate_list_file(data_config(cfg, split, seed=0))
+        except ListFileError as err:
+            problems = getattr(err, "problems", None) or [str(err)]
+            labels = [p for p in problems if "label" in p and "outside" in p]
+            prefix = ""
+            if labels:
+                prefix = (f"--num_classes={cfg.num_classes} does not match the labels of "
+                          f"--{flag} ({len(labels)} line(s) with a label >= num_classes); ")
+            raise ConfigError(flag, prefix + f"{len(problems)} bad line(s):\n  "
+                              + "\n  ".join(str(p) for p in problems)) from None
+        if split == "train":
+            if not entries:
+                raise ConfigError(flag, f"{path} holds no samples")
+            count = len(entries) if cfg.data_source != "tfrecord" else 0
+    return count
+
+
+def _atomic_json(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def save_model_atomic(model, path: str) -> None:
+    """``model.save`` to a temporary ``.keras`` file, then ``os.replace`` onto ``path``."""
+    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+@dataclasses.dataclass
+class _Counters:
+    epoch: tf.Variable
+    step_in_epoch: tf.Variable
+    best_top1: tf.Variable
+    best_epoch: tf.Variable
+    train_seconds: tf.Variable
+    clips_seen: tf.Variable
+
+
+class Trainer:
+    """Builds the model, optimizer, strategy and checkpoint from a TrainConfig and trains.
+
+    Call :meth:`run` (returns the summary dict). ``num_train`` (training samples) and
+    ``train_dataset_fn`` / ``val_dataset_fn`` may be given to train on in-memory data (tests);
+    by default the ``rnl_keras.data`` pipelines read ``cfg.train_list`` / ``cfg.val_list``.
+    """
+
+    def __init__(self, cfg: TrainConfig, strategy=None, num_train: int | None = None,
+                 train_dataset_fn=None, val_dataset_fn=None, out=None):
+        self.cfg = cfg
+        self.out = out or sys.stdout
+        self.num_train = num_train if num_train is not None else check_data(cfg)
+        self.strategy = strategy or strat.make_strategy(cfg.strategy, cfg.cpu_devices)
+        self.replicas = self.strategy.num_replicas_in_sync
+        cfg.check_replicas(self.replicas)
+        self.chief = strat.is_chief(self.strategy)
+        if cfg.steps_per_epoch:
+            self.steps_per_epoch = cfg.steps_per_epoch
+        elif self.num_train:
+            self.steps_per_epoch = self.num_train // cfg.batch_size
+            if self.steps_per_epoch < 1:
+                raise ConfigError("batch_size", f"{cfg.batch_size} is larger than the "
+                                  f"{self.num_train} training samples")
+        else:
+            raise ConfigError("steps_per_epoch", "is required when the number of training "
+                              "samples is unknown (TFRecord shards)")
+        self._train_dataset_fn = train_dataset_fn
+        self._val_dataset_fn = val_dataset_fn
+        self.per_replica_batch = cfg.per_replica_batch(self.replicas)
+        self.micro_batch = self.per_replica_batch // cfg.grad_accum_steps
+        self._build()
+
+    # ------------------------------------------------------------------------------------ setup
+    def _print(self, msg: str) -> None:
+        if self.chief:
+            print(msg, file=self.out, flush=True)
+
+    def _build(self) -> None:
+        cfg = self.cfg
+        from rnl_keras.models import tsm_resnet50
+        if cfg.mixed_precision == "bfloat16":
+            keras.mixed_precision.set_global_policy("mixed_bfloat16")
+        keras.utils.set_random_seed(cfg.seed)
+        with self.strategy.scope():
+            self.model = tsm_resnet50(
+                cfg.num_classes, num_frames=cfg.num_frames, attention=cfg.attention,
+                image_size=cfg.image_size, shift=cfg.shift, fold_div=cfg.fold_div,
+                dropout=cfg.dropout, resnet_variant=cfg.resnet_variant,
+                channel_gate_at=(("res3", 0),) if cfg.channel_gate else (),
+                weights=cfg.pretrained_weights)
+            self.schedule = optim.make_schedule(cfg, self.steps_per_epoch)
+            self.optimizer = optim.make_optimizer(cfg, self.steps_per_epoch, self.schedule)
+            self.optimizer.build(self.model.trainable_variables)
+
+            def counter(dtype, value=0):
+                return tf.Variable(value, dtype=dtype, trainable=False,
+                                   synchronization=tf.VariableSynchronization.ON_WRITE,
+                                   aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA)
+            self.counters = _Counters(
+                epoch=counter(tf.int64), step_in_epoch=counter(tf.int64),
+                best_top1=counter(tf.float64, -1.0), best_epoch=counter(tf.int64, -1),
+                train_seconds=counter(tf.float64), clips_seen=counter(tf.int64))
+        self.decayed = optim.decayed_variables(self.model)
+        self.ckpt_dir = os.path.join(cfg.model_dir, "ckpt")
+        self.write_ckpt_dir = strat.write_dir(cfg.model_dir, self.strategy, "ckpt")
+        self.checkpoint = tf.train.Checkpoint(
+            model=self.model, optimizer=self.optimizer,
+            **{f.name: getattr(self.counters, f.name) for f in dataclasses.fields(_Counters)})
+        self.manager = checkpointing.make_manager(self.checkpoint, self.write_ckpt_dir,
+                                                  cfg.keep_checkpoints)
+        if self.chief:
+            os.makedirs(cfg.model_dir, exist_ok=True)
+            self.writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tb"))
+        else:
+            self.writer = tf.summary.create_noop_writer()
+        self._train_step = self._make_train_step()
+        self._eval_step = tf.function(lambda x: self.model(x, training=False),
+                                      reduce_retracing=True)
+
+    # ----------------------------------------------------------------------------- the step
+    def _make_train_step(self):
+        cfg, strategy = self.cfg, self.strategy
+        model, opt = self.model, self.optimizer
+        k, replicas, global_batch = cfg.grad_accum_steps, self.replicas, cfg.batch_size
+        loss_fn = keras.losses.CategoricalCrossentropy(
+            from_logits=True, label_smoothing=cfg.label_smoothing, reduction=None)
+        decayed = self.decayed
+
+        def replica_step(clips, labels):
+            variables = model.trainable_variables
+            clip_chunks = tf.split(clips, k) if k > 1 else [clips]
+            label_chunks = tf.split(labels, k) if k > 1 else [labels]
+            grads, ce_sum, correct = None, tf.constant(0.0), tf.constant(0.0)
+            for x, y in zip(clip_chunks, label_chunks):   # micro-batches (gradient accumulation)
+                with tf.GradientTape() as tape:
+                    logits = tf.cast(model(x, training=True), tf.float32)
+                    per_example = loss_fn(tf.one_hot(y, cfg.num_classes), logits)
+                    # Sum over the replica's examples / GLOBAL batch: all-reduce SUM = mean.
+                    loss = tf.reduce_sum(per_example) / global_batch
+                    if cfg.weight_decay:
+                        loss += optim.l2_penalty(decayed, cfg.weight_decay) / (replicas * k)
+                g = tape.gradient(loss, variables)
+                grads = g if grads is None else [a + b for a, b in zip(grads, g)]
+                ce_sum += tf.reduce_sum(per_example)
+                correct += tf.reduce_sum(tf.cast(
+                    tf.equal(tf.argmax(logits, -1, output_type=tf.int32), y), tf.float32))
+            if cfg.clip_grad_norm > 0:
+                if replicas > 1:
+                    # Clip the all-reduced gradient; the optimizer sums again, hence / replicas.
+                    ctx = tf.distribute.get_replica_context()
+                    grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+                    grads, _ = tf.clip_by_global_norm(grads, cfg.clip_grad_norm)
+                    grads = [g / replicas for g in grads]
+                else:
+                    grads, _ = tf.clip_by_global_norm(grads, cfg.clip_grad_norm)
+            opt.apply_gradients(zip(grads, variables))
+            return ce_sum, correct
+
+        @tf.function(jit_compile=cfg.jit_compile)
+        def train_step(iterator):
+            clips, labels = next(iterator)
+            ce, correct = strategy.run(replica_step, args=(clips, labels))
+            return (strategy.reduce(tf.distribute.ReduceOp.SUM, ce, axis=None),
+                    strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+        return train_step
+
+    # ------------------------------------------------------------------------------- data
+    def _train_dataset(self, epoch: int, skip_steps: int):
+        cfg, strategy = self.cfg, self.strategy
+        seed = epoch_seed(cfg.seed, epoch)
+        remaining = self.steps_per_epoch - skip_steps
+
+        def dataset_fn(ctx: tf.distribute.InputContext):
+            if self._train_dataset_fn is not None:
+                ds = self._train_dataset_fn(ctx, seed, self.per_replica_batch)
+            else:
+                from rnl_keras.data import make_train_dataset
+                ds = make_train_dataset(data_config(cfg, "train", seed), cfg.batch_size,
+                                        input_context=ctx, repeat=True)
+            # Every global step takes one batch per local replica from this pipeline.
+            per_step = max(ctx.num_replicas_in_sync // ctx.num_input_pipelines, 1)
+            return ds.skip(skip_steps * per_step).take(remaining * per_step)
+
+        options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
+        return strategy.distribute_datasets_from_function(dataset_fn, options)
+
+    def _val_dataset(self):
+        cfg = self.cfg
+        workers = strat.num_workers(self.strategy)
+        _, task_id = strat.task_info(self.strategy)
+        ctx = tf.distribute.InputContext(num_input_pipelines=workers,
+                                         input_pipeline_id=task_id if workers > 1 else 0,
+                                         num_replicas_in_sync=workers)
+        batch = cfg.val_batch_size or self.per_replica_batch
+        if self._val_dataset_fn is not None:
+            ds = self._val_dataset_fn(ctx, batch)
+        else:
+            from rnl_keras.data import make_eval_dataset
+            ds = make_eval_dataset(data_config(cfg, "val"), batch * workers, input_context=ctx)
+        if cfg.val_max_videos:
+            ds = ds.take(max(1, math.ceil(cfg.val_max_videos / (batch * workers))))
+        return ds
+
+    # ------------------------------------------------------------------------------ validate
+    def validate(self) -> dict:
+        """Single-view top-1 / top-5 / loss over the validation split (sharded over workers)."""
+        sums = np.zeros(4, np.float64)   # correct1, correct5, loss_sum, count
+        k5 = min(5, self.cfg.num_classes)
+        for batch in self._val_dataset():
+            clips, labels = batch["clip"], tf.cast(batch["label"], tf.int32)
+            logits = tf.cast(self._eval_step(clips), tf.float32)
+            top = tf.math.top_k(logits, k5).indices
+            sums[0] += float(tf.reduce_sum(tf.cast(tf.equal(top[:, 0], labels), tf.float32)))
+            sums[1] += float(tf.reduce_sum(tf.cast(tf.reduce_any(
+                tf.equal(top, labels[:, None]), axis=1), tf.float32)))
+            sums[2] += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels, logits)))
+            sums[3] += int(labels.shape[0])
+        sums = self._sum_over_workers(sums)
+        count = max(sums[3], 1.0)
+        return {"top1": sums[0] / count, "top5": sums[1] / count, "loss": sums[2] / count,
+                "num_videos": int(sums[3])}
+
+    def _sum_over_workers(self, values: np.ndarray) -> np.ndarray:
+        if strat.num_workers(self.strategy) <= 1:
+            return values
+        local = self.replicas // strat.num_workers(self.strategy)
+        value = tf.constant(values, tf.float64)
+
+        def fn(ctx):
+            first = ctx.replica_id_in_sync_group % local == 0
+            return value if first else tf.zeros_like(value)
+        dist = self.strategy.experimental_distribute_values_from_function(fn)
+        return self.strategy.reduce(tf.distribute.ReduceOp.SUM, dist, axis=None).numpy()
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self) -> None:
+        step = int(self.optimizer.iterations.numpy())
+        self.manager.save(checkpoint_number=step)
+        if not self.chief:
+            shutil.rmtree(self.write_ckpt_dir, ignore_errors=True)
+            os.makedirs(self.write_ckpt_dir, exist_ok=True)
+
+    def _restore(self) -> bool:
+        latest = tf.train.latest_checkpoint(self.ckpt_dir)
+        if not latest:
+            return False
+        self.checkpoint.restore(latest).assert_existing_objects_matched()
+        momentum = [v for v in self.optimizer.variables if "momentum" in v.path]
+        norm = math.sqrt(sum(float(tf.reduce_sum(tf.square(v.value))) for v in momentum))
+        self._print(f"Resumed from {latest}: epoch {int(self.counters.epoch.numpy())}, step "
+                    f"{int(self.counters.step_in_epoch.numpy())} of the epoch, global step "
+                    f"{int(self.optimizer.iterations.numpy())} (optimizer.iterations), momentum "
+                    f"norm {norm:.6g}")
+        self.resumed_momentum_norm = norm
+        return True
+
+    # ---------------------------------------------------------------------------------- run
+    def _history_path(self) -> str:
+        return os.path.join(self.cfg.model_dir, "history.json")
+
+    def _load_history(self) -> list:
+        try:
+            with open(self._history_path(), encoding="utf-8") as f:
+                return json.load(f)
+        except (OSError, ValueError):
+            return []
+
+    def _log_scalars(self, step: int, values: dict) -> None:
+        with self.writer.as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(name, value)
+
+    def run(self) -> dict:
+        cfg, c = self.cfg, self.counters
+        from rnl_keras.data import BadSampleLog, report_bad_samples
+        run_start = time.time()
+        resumed = self._restore()
+        history = [h for h in self._load_history()
+                   if h.get("epoch", 0) < int(c.epoch.numpy())] if resumed else []
+        if self.chief and cfg.classes_file and os.path.isfile(cfg.classes_file):
+            shutil.copyfile(cfg.classes_file, os.path.join(cfg.model_dir, "classes.txt"))
+        if self.chief:
+            _atomic_json(os.path.join(cfg.model_dir, "config.json"), cfg.to_dict())
+        self._print(
+            f"Training {self.model.name}: {self.model.count_params():,} params, "
+            f"strategy={cfg.strategy} ({self.replicas} replica(s), "
+            f"{strat.num_workers(self.strategy)} worker(s)), global batch {cfg.batch_size} = "
+            f"{self.micro_batch} x {cfg.grad_accum_steps} accumulation x {self.replicas} "
+            f"replica(s), {self.steps_per_epoch} steps/epoch x {cfg.epochs} epochs, "
+            f"peak lr {cfg.effective_lr():g} ({cfg.lr_schedule}), precision "
+            f"{keras.mixed_precision.global_policy().name}")
+        first_losses = []
+        start_epoch = int(c.epoch.numpy())
+        steps_this_run = 0
+        train_time_run = 0.0
+        for epoch in range(start_epoch, cfg.epochs):
+            start_step = int(c.step_in_epoch.numpy()) if epoch == start_epoch else 0
+            if start_step >= self.steps_per_epoch:
+                start_step = self.steps_per_epoch
+            bad_before = BadSampleLog.count()
+            self._print(f"Epoch {epoch + 1}/{cfg.epochs}" +
+                        (f" (resuming at step {start_step})" if start_step else ""))
+            bar = keras.utils.Progbar(self.steps_per_epoch, stateful_metrics=[
+                "loss", "top1", "lr", "clips/s"], verbose=1 if (self.chief and cfg.progress) else 0)
+            if start_step:
+                bar.update(start_step)
+            iterator = iter(self._train_dataset(epoch, start_step))
+            ce_total, correct_total, seen = 0.0, 0.0, 0
+            t_epoch = time.time()
+            t_log, clips_log = time.time(), 0
+            for step in range(start_step, self.steps_per_epoch):
+                t0 = time.time()
+                ce, correct = self._train_step(iterator)
+                ce, correct = float(ce), float(correct)
+                dt = time.time() - t0
+                steps_this_run += 1
+                train_time_run += dt
+                if not math.isfinite(ce):
+                    raise FloatingPointError(f"loss is {ce} at epoch {epoch + 1} step {step + 1}")
+                global_step = int(self.optimizer.iterations.numpy())
+                ce_total, correct_total, seen = ce_total + ce, correct_total + correct, \
+                    seen + cfg.batch_size
+                if len(first_losses) < 100:
+                    first_losses.append(ce / cfg.batch_size)
+                c.step_in_epoch.assign(step + 1)
+                c.train_seconds.assign_add(dt)
+                c.clips_seen.assign_add(cfg.batch_size)
+                clips_log += cfg.batch_size
+                lr = float(self.schedule(global_step - 1))
+                speed = cfg.batch_size / max(dt, 1e-9)
+                bar.update(step + 1, [("loss", ce_total / seen), ("top1", correct_total / seen),
+                                      ("lr", lr), ("clips/s", speed)])
+                if global_step % cfg.log_every_steps == 0 or step + 1 == self.steps_per_epoch:
+                    self._log_scalars(global_step, {
+                        "train/loss": ce / cfg.batch_size, "train/top1": correct / cfg.batch_size,
+                        "train/lr": lr,
+                        "train/clips_per_sec": clips_log / max(time.time() - t_log, 1e-9)})
+                    t_log, clips_log = time.time(), 0
+                if (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
+                        and step + 1 < self.steps_per_epoch):
+                    self._save_checkpoint()
+            epoch_time = time.time() - t_epoch
+            record = {"epoch": epoch + 1, "global_step": int(self.optimizer.iterations.numpy()),
+                      "epoch_seconds": round(epoch_time, 2)}
+            if seen:
+                record.update(train_loss=ce_total / seen, train_top1=correct_total / seen,
+                              clips_per_sec=seen / max(epoch_time, 1e-9))
+            last = epoch + 1 == cfg.epochs
+            if cfg.val_list and ((epoch + 1) % cfg.val_every_epochs == 0 or last):
+                t_val = time.time()
+                val = self.validate()
+                record.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"],
+                              val_videos=val["num_videos"], val_seconds=round(time.time() - t_val, 2))
+                self._log_scalars(record["global_step"], {
+                    "val/top1": val["top1"], "val/top5": val["top5"], "val/loss": val["loss"]})
+                if val["top1"] > float(c.best_top1.numpy()):
+                    c.best_top1.assign(val["top1"])
+                    c.best_epoch.assign(epoch + 1)
+                    if self.chief:
+                        save_model_atomic(self.model, os.path.join(cfg.model_dir, "best.keras"))
+                self._print(f"Epoch {epoch + 1}: val top-1 {val['top1']:.4f} top-5 "
+                            f"{val['top5']:.4f} loss {val['loss']:.4f} ({val['num_videos']} "
+                            f"videos); best top-1 {float(c.best_top1.numpy()):.4f} (epoch "
+                            f"{int(c.best_epoch.numpy())})")
+            bad = BadSampleLog.count() - bad_before
+            record["bad_samples"] = bad
+            self._print(f"Epoch {epoch + 1}: {bad} bad sample(s) skipped this epoch, "
+                        f"{BadSampleLog.count()} in total")
+            if bad:
+                self._print(report_bad_samples(epoch + 1, since=bad_before))
+            c.epoch.assign(epoch + 1)
+            c.step_in_epoch.assign(0)
+            history.append(record)
+            if self.chief:
+                _atomic_json(self._history_path(), history)
+                self.writer.flush()
+            self._save_checkpoint()
+        return self._finish(history, run_start, steps_this_run, train_time_run, first_losses)
+
+    def _finish(self, history, run_start, steps_this_run, train_time_run, first_losses) -> dict:
+        cfg, c = self.cfg, self.counters
+        digest = weights_digest(self.model)
+        if self.chief:
+            save_model_atomic(self.model, os.path.join(cfg.model_dir, "final.keras"))
+        total_clips = int(c.clips_seen.numpy())
+        train_seconds = float(c.train_seconds.numpy())
+        summary = {
+            "epochs": int(c.epoch.numpy()), "global_steps": int(self.optimizer.iterations.numpy()),
+            "steps_per_epoch": self.steps_per_epoch, "global_batch_size": cfg.batch_size,
+            "replicas": self.replicas, "workers": strat.num_workers(self.strategy),
+            "best_val_top1": float(c.best_top1.numpy()) if cfg.val_list else None,
+            "best_epoch": int(c.best_epoch.numpy()) if cfg.val_list else None,
+            "final_val_top1": history[-1].get("val_top1") if history else None,
+            "wall_seconds": round(time.time() - run_start, 2),
+            "train_seconds_total": round(train_seconds, 2),
+            "steps_this_run": steps_this_run,
+            "clips_per_sec": round(total_clips / train_seconds, 3) if train_seconds else None,
+            "first_losses": first_losses, "weights_sha256": digest,
+            "model_dir": cfg.model_dir, "history": history,
+        }
+        if self.chief:
+            _atomic_json(os.path.join(cfg.model_dir, "summary.json"), summary)
+            self.writer.flush()
+        best = summary["best_val_top1"]
+        self._print(
+            "\n".join([
+                "=" * 72,
+                f"Training finished: {summary['epochs']} epochs, {summary['global_steps']} steps "
+                f"(global batch {cfg.batch_size}, {self.replicas} replica(s))",
+                f"  best val top-1: {best:.4f} (epoch {summary['best_epoch']})" if best is not None
+                and best >= 0 else "  no validation",
+                f"  wall time this run: {summary['wall_seconds']:.1f} s; training time total "
+                f"{train_seconds:.1f} s; {summary['clips_per_sec'] or 0:.2f} clips/s",
+                f"  models: {os.path.join(cfg.model_dir, 'best.keras')} (best), "
+                f"{os.path.join(cfg.model_dir, 'final.keras')} (final)",
+                f"  summary: {os.path.join(cfg.model_dir, 'summary.json')}",
+                "=" * 72]))
+        # Every worker prints its digest (tests compare them across workers).
+        print(f"weights_sha256={digest}", file=self.out, flush=True)
+        return summary

@@ -1,0 +1,63 @@
+"""Training killed with SIGKILL mid-epoch resumes from its checkpoint instead of starting over."""
+import os
+import re
+import signal
+import time
+
+import tensorflow as tf
+
+from rnl_keras.training.checkpointing import read_counters
+
+from tests.training.helpers import TINY, data_flags, read_summary, run_train, start_train
+
+STEPS, EPOCHS = 5, 2
+
+
+def test_kill_and_resume(tiny_data, tmp_path):
+    model_dir = str(tmp_path / "run")
+    args = data_flags(tiny_data, val=False) + TINY + [
+        f"--model_dir={model_dir}", "--batch_size=2", f"--steps_per_epoch={STEPS}",
+        f"--epochs={EPOCHS}", "--checkpoint_every_steps=1", "--keep_checkpoints=2"]
+    proc = start_train(args, log_path=str(tmp_path / "first.log"))
+    ckpt_dir = os.path.join(model_dir, "ckpt")
+    killed_at = None
+    deadline = time.time() + 500
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+            if latest and int(latest.rsplit("-", 1)[1]) >= 2:
+                proc.send_signal(signal.SIGKILL)
+                killed_at = latest
+                break
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None and killed_at is None:
+            proc.kill()
+        proc.wait()
+    assert killed_at is not None, open(tmp_path / "first.log").read()[-3000:]
+    assert proc.returncode == -signal.SIGKILL
+    assert not os.path.exists(os.path.join(model_dir, "summary.json"))   # it never finished
+
+    latest = tf.train.latest_checkpoint(ckpt_dir)   # may be one step after killed_at
+    done = read_counters(latest)
+    done_steps = done["optimizer_iterations"]
+    assert 2 <= done_steps < STEPS * EPOCHS
+    assert done["epoch"] * STEPS + done["step_in_epoch"] == done_steps
+
+    code, out = run_train(args)
+    assert code == 0, out[-3000:]
+    resumed = re.search(r"Resumed from \S+: epoch (\d+), step (\d+) of the epoch, global step (\d+)"
+                        r" \(optimizer.iterations\), momentum norm (\S+)", out)
+    assert resumed, out[-3000:]
+    epoch, step, global_step, momentum = (int(resumed[1]), int(resumed[2]), int(resumed[3]),
+                                          float(resumed[4]))
+    assert global_step == done_steps and epoch * STEPS + step == done_steps
+    assert momentum > 0, "the momentum slots were not restored"
+    summary = read_summary(model_dir)
+    # It continued: only the missing steps ran, and the totals are those of an unbroken run.
+    assert summary["steps_this_run"] == STEPS * EPOCHS - done_steps
+    assert summary["global_steps"] == STEPS * EPOCHS
+    assert summary["epochs"] == EPOCHS
+    final = read_counters(tf.train.latest_checkpoint(ckpt_dir))
+    assert final["optimizer_iterations"] == STEPS * EPOCHS and final["epoch"] == EPOCHS
+    assert os.path.isfile(os.path.join(model_dir, "final.keras"))

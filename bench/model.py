@@ -44,7 +44,8 @@ def main(argv=None):
     from rnl_keras.profiling import count_macs
 
     iters = 1 if args.quick else args.iters
-    results = {"machine": machine(), "units": {"infer": "seconds per clip (min over iters)",
+    results = {"machine": machine(), "units": {"infer": "seconds per clip (min wall over iters); cpu_s = process CPU-seconds "
+                                               "(all threads), less sensitive to other jobs",
                                                "train": "seconds per step, batch 1"}, "models": {}}
     print(results["machine"])
     rng = tf.random.Generator.from_seed(0)
@@ -93,17 +94,22 @@ def main(argv=None):
             ratios = {"macs": row["true_gmacs"] / base["true_gmacs"],
                       "infer_b1": row["infer_b1"]["s_per_clip"] / base["infer_b1"]["s_per_clip"],
                       "infer_b8": row["infer_b8"]["s_per_clip"] / base["infer_b8"]["s_per_clip"]}
+            ratios["infer_b8_cpu"] = row["infer_b8"]["cpu_s"] / base["infer_b8"]["cpu_s"]
+            ratios["infer_b1_cpu"] = row["infer_b1"]["cpu_s"] / base["infer_b1"]["cpu_s"]
             if "train_b1" in row:
                 ratios["train_b1"] = row["train_b1"]["s_per_step"] / base["train_b1"]["s_per_step"]
         fp32 = results["models"].get(key.split(":")[0] + ":float32")
         if row["dtype"] == "bfloat16" and fp32:
             ratios["bf16_speedup_b8"] = fp32["infer_b8"]["s_per_clip"] / row["infer_b8"]["s_per_clip"]
+            ratios["bf16_speedup_b8_cpu"] = fp32["infer_b8"]["cpu_s"] / row["infer_b8"]["cpu_s"]
         row["ratios"] = ratios
         train = row.get("train_b1", {}).get("s_per_step")
         print(f"{key:<28} {row['true_gmacs']:10.2f} {ratios.get('macs', 0):9.2f} | "
               f"{row['infer_b1']['s_per_clip']:9.3f} {row['infer_b8']['s_per_clip']:9.3f} "
               f"{ratios.get('infer_b8', 0):8.2f} | "
               f"{train if train else float('nan'):7.3f} {ratios.get('train_b1', float('nan')):6.2f}"
+              + (f" | cpu-s ratio b1 {ratios['infer_b1_cpu']:.2f} b8 {ratios['infer_b8_cpu']:.2f}"
+                 if "infer_b8_cpu" in ratios else "")
               + (f"  bf16 speed-up b8: {ratios['bf16_speedup_b8']:.2f}x"
                  if "bf16_speedup_b8" in ratios else ""))
     print(f"wrote {write_json(args.json, results)}")

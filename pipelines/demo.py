@@ -45,11 +45,12 @@ flags.DEFINE_boolean("resume", False, "Keep an existing run directory and resume
 FLAGS = flags.FLAGS
 
 # Synthetic data of the demo: (train, val, frames per video, frame size).
-FULL_DATA = dict(num_train=480, num_val=96, num_frames=16, size=(56, 56))
+FULL_DATA = dict(num_train=480, num_val=96, num_frames=16, size=(40, 40))
 QUICK_DATA = dict(num_train=16, num_val=8, num_frames=8, size=(32, 32))
 # Overrides of configs/demo.flags for --quick.
 QUICK_TRAIN = ["--image_size=32", "--resize_shorter=32", "--num_frames=4", "--batch_size=4",
-               "--epochs=1", "--steps_per_epoch=3", "--checkpoint_every_steps=0"]
+               "--epochs=1", "--steps_per_epoch=3", "--checkpoint_every_steps=0",
+               "--warmup_epochs=0"]
 
 
 def _run(stage, cmd, log_path, capture=False):
@@ -111,7 +112,8 @@ def _read_flagfile(path):
 
 def _top5(text):
     """The lines of predict.py's output (label / score pairs), as printed."""
-    return [line.rstrip() for line in text.splitlines() if line.strip()][-6:]
+    ranked = [line.rstrip() for line in text.splitlines() if line[:1].isdigit() and "\t" in line]
+    return ranked or [line.rstrip() for line in text.splitlines() if line.strip()][-5:]
 
 
 def main(argv):
@@ -181,7 +183,8 @@ def main(argv):
     name = FLAGS.name if FLAGS.shift else f"{FLAGS.name}_noshift"
     export_cmd = [py, "pipelines/export.py", f"--model={model_path}", f"--name={name}",
                   f"--export_dir={export_dir}", f"--labels={data['classes_file']}",
-                  f"--num_frames={num_frames}", f"--image_size={image_size}"]
+                  f"--num_frames={num_frames}", f"--image_size={image_size}",
+                  f"--resize_shorter={resize_shorter}"]
     if FLAGS.tflite:
         export_cmd.append("--tflite")
     text, t_export = _run("export", export_cmd, os.path.join(logs, f"export_{tag}.log"))
@@ -203,8 +206,9 @@ def main(argv):
             if model_kind == "TFLite" and what == "real clip":
                 continue   # one TFLite run is enough to show it works
             out, dt = _run(f"predict {model_kind} {what}",
-                           [py, "pipelines/predict.py", clip, f"--model={model_ref}",
-                            "--top_k=5"], os.path.join(logs, f"predict_{tag}.log"))
+                           [py, "pipelines/predict.py", clip, f"--model={model_ref}", "--top_k=5"]
+                           + ([f"--resize_shorter={resize_shorter}"] if model_kind == "TFLite"
+                              else []), os.path.join(logs, f"predict_{tag}.log"))
             t_predict += dt
             predictions[f"{model_kind}: {what}"] = _top5(out)
 

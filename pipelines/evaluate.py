@@ -34,6 +34,8 @@ flags.DEFINE_enum("test_crops", "1", ["1", "3"], "Crops per clip: 1 centre or 3 
 flags.DEFINE_integer("batch_size", 8, "Views per batch.")
 flags.DEFINE_string("report", "eval_report.json", "Output JSON report.")
 flags.DEFINE_string("confusion_png", None, "Optional confusion-matrix PNG (multi-view).")
+flags.DEFINE_string("predictions", None, "Optional .npz of the per-view logits, labels and "
+                    "video_index (to re-score or ensemble later).")
 flags.DEFINE_string("labels", None, "Class names file (default: the Kinetics-400 names when K is "
                     "400, else class indices).")
 flags.DEFINE_enum("on_bad_sample", "skip", ["skip", "raise"], "Undecodable videos: skip (logged "
@@ -109,6 +111,10 @@ def main(argv):
                         "test_crops": int(FLAGS.test_crops), "twice_sample": FLAGS.twice_sample}
     report["confusion_matrix"] = cm.tolist()
     write_report(report, FLAGS.report)
+    if FLAGS.predictions:
+        import numpy as np
+        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.predictions)), exist_ok=True)
+        np.savez_compressed(FLAGS.predictions, **preds)
     if FLAGS.confusion_png:
         names = class_names or [str(i) for i in range(num_classes)]
         draw_confusion_matrix(cm, FLAGS.confusion_png, class_names=names)

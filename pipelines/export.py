@@ -66,7 +66,12 @@ def load_keras_model(path):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import logging as pylogging
+
     import numpy as np
+    # TensorFlow's INFO records (e.g. one line listing every captured variable of a signature)
+    # would drown the export log at absl's default INFO verbosity.
+    pylogging.getLogger("tensorflow").setLevel(pylogging.WARNING)
 
     from rnl_keras.export import ExportError, LabelsError, TFLiteExportError, export_model
     from rnl_keras.export.predictor import VideoReadError, read_clip

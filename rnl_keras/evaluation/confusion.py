@@ -1,7 +1,7 @@
 """Draw a confusion matrix as a PNG with Pillow (no matplotlib).
 
 Rows are true classes, columns predicted classes; each cell is shaded by its row-normalised value
-(white = 0, dark blue = 1; the diagonal is drawn in green tones so correct predictions stand out).
+(white = 0, dark blue = 1, square-root scale; the diagonal is drawn in green tones so correct predictions stand out).
 Class names label the axes when there are at most ``max_named`` classes; with more, tick numbers
 every few classes are drawn instead. Counts are written in cells that are large enough.
 """
@@ -37,14 +37,20 @@ def layout(num_classes: int, class_names=None, cell: int | None = None, max_name
     left = label_w + 24
     top = 40 + (label_w if named else 20)
     legend = 60
-    width = left + num_classes * cell + legend + 10
+    title_w = _text_size(scratch, _title(num_classes, 10 ** 6), _font(14))[0]
+    width = max(left + num_classes * cell + legend + 10, left + title_w + 10)
     height = top + num_classes * cell + 30
     return {"cell": cell, "left": left, "top": top, "width": width, "height": height,
             "named": named, "font": font}
 
 
+def _title(num_classes, total):
+    return f"Confusion matrix ({int(total)} videos; rows: true, columns: predicted)"
+
+
 def _shade(value: float, diagonal: bool) -> tuple[int, int, int]:
-    v = float(np.clip(value, 0.0, 1.0))
+    # Square root: small confusions (a few % of a row) stay visible.
+    v = float(np.sqrt(np.clip(value, 0.0, 1.0)))
     if diagonal:
         end = (0, 109, 44)
     else:
@@ -67,8 +73,7 @@ def draw_confusion_matrix(cm: np.ndarray, path: str, class_names=None, title: st
     draw = ImageDraw.Draw(img)
     support = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, support, out=np.zeros_like(cm), where=support > 0)
-    draw.text((left, 6), title or f"Confusion matrix ({int(cm.sum())} videos, rows: true, "
-              "columns: predicted)", fill="black", font=_font(14))
+    draw.text((left, 6), title or _title(k, cm.sum()), fill="black", font=_font(14))
     for i in range(k):
         for j in range(k):
             x0, y0 = left + j * c, top + i * c
@@ -79,7 +84,7 @@ def draw_confusion_matrix(cm: np.ndarray, path: str, class_names=None, title: st
                 text = str(int(cm[i, j]))
                 tw, th = _text_size(draw, text, font)
                 if tw < c - 2:
-                    ink = "white" if norm[i, j] > 0.5 else "black"
+                    ink = "white" if norm[i, j] > 0.3 else "black"
                     draw.text((x0 + (c - tw) / 2, y0 + (c - th) / 2 - 1), text, fill=ink, font=font)
     # Axes: class names (rotated for columns) or tick numbers.
     if geo["named"]:
@@ -101,11 +106,11 @@ def draw_confusion_matrix(cm: np.ndarray, path: str, class_names=None, title: st
     draw.rectangle([left - 1, top - 1, left + k * c, top + k * c], outline="black")
     # Legend: shade scale for row-normalised values.
     lx = left + k * c + 20
-    steps = max(2, min(k * c, 200))
-    for s in range(steps):
-        v = 1.0 - s / (steps - 1)
-        y = top + int(s * (k * c) / steps)
-        draw.line([lx, y, lx + 14, y], fill=_shade(v, False))
+    span = k * c
+    for y in range(span):
+        v = 1.0 - y / max(span - 1, 1)
+        draw.line([lx, top + y, lx + 14, top + y], fill=_shade(v, False))
+    draw.rectangle([lx - 1, top - 1, lx + 15, top + span], outline="black")
     draw.text((lx, top - 16), "1.0", fill="black", font=_font(10))
     draw.text((lx, top + k * c + 2), "0.0", fill="black", font=_font(10))
     img.save(path, format="PNG")

@@ -15,8 +15,8 @@ import numpy as np
 
 from rnl_keras.export.labels import LabelsError, read_labels
 from rnl_keras.export.preprocess import preprocess_frames_np, tsn_center_indices
-from rnl_keras.export.saved_model import (FLOAT_INPUT, LABELS_FILENAME, META_FILENAME,
-                                          SERVING_DEFAULT, UINT8_INPUT)
+from rnl_keras.export.saved_model import (LABELS_FILENAME, META_FILENAME, SERVING_DEFAULT,
+                                          UINT8_INPUT)
 
 
 class VideoReadError(RuntimeError):
@@ -184,5 +184,4 @@ def predict_video(predictor, video: str, k: int = 5, max_shorter: int | None = N
 
 
 __all__ = ["read_clip", "check_video", "top_k", "load_predictor", "predict_video", "SavedModelPredictor",
-           "TFLitePredictor", "VideoReadError", "ModelLoadError", "latest_version_dir",
-           "FLOAT_INPUT"]
+           "TFLitePredictor", "VideoReadError", "ModelLoadError", "latest_version_dir"]

@@ -208,7 +208,13 @@ def staging_dir(base_dir: str) -> str:
     Its name is not an integer, so TF Serving ignores it while it is being written.
     """
     os.makedirs(base_dir, exist_ok=True)
-    return tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=base_dir)
+    path = tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", dir=base_dir)
+    # mkdtemp makes it 0700; the published version must be readable by a model server running as
+    # another user, like any directory this process would create (umask applies).
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o777 & ~umask)
+    return path
 
 
 def save_serving_module(module: ServingModule, out_dir: str) -> None:

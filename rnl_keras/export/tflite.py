@@ -42,7 +42,9 @@ def convert_to_tflite(model, num_frames: int, image_size: int, quantize: bool = 
         float and the quantised model from one trace.
     """
     frozen = frozen if frozen is not None else freeze(model, num_frames, image_size)
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    # The frozen function holds no variables; an empty trackable selects the current (non
+    # deprecated) conversion path without letting the converter touch the Keras variables.
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen], tf.Module())
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     converter.allow_custom_ops = False
     if quantize:

@@ -22,8 +22,9 @@ def read_counters(path: str) -> dict:
     out = {}
     for key in reader.get_variable_to_shape_map():
         name = key.split("/")[0]
-        if key.endswith(".ATTRIBUTES/VARIABLE_VALUE") and key.count("/") == 1:
+        if key.endswith("/.ATTRIBUTES/VARIABLE_VALUE") and key.count("/") == 2 and \
+                not key.startswith(("model/", "optimizer/")):
             out[name] = reader.get_tensor(key).item()
-        elif key.startswith("optimizer/") and "iterations" in key:
+        elif key == "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE":
             out["optimizer_iterations"] = reader.get_tensor(key).item()
     return out

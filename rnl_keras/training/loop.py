@@ -42,10 +42,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int((seed * 1_000_003 + epoch * 7_919 + 17) % (2**31 - 1))
 
 
-def weights_digest(model) -> str:
-    """sha256 of every weight of the model (trainable and BatchNorm statistics), in order."""
+def weights_digest(variables) -> str:
+    """sha256 of the values of ``variables`` (a model: its trainable weights), in order.
+
+    Under multi-worker training the trainable weights are identical on every worker; BatchNorm
+    moving statistics are per worker (each sees its own batches, as with PyTorch DDP without
+    SyncBN) and the chief's are the ones saved.
+    """
+    if hasattr(variables, "trainable_weights"):
+        variables = variables.trainable_weights
     h = hashlib.sha256()
-    for w in model.weights:
+    for w in variables:
         h.update(np.ascontiguousarray(keras.ops.convert_to_numpy(w.value)).tobytes())
     return h.hexdigest()
 
@@ -475,6 +482,7 @@ class Trainer:
     def _finish(self, history, run_start, steps_this_run, train_time_run, first_losses) -> dict:
         cfg, c = self.cfg, self.counters
         digest = weights_digest(self.model)
+        slots_digest = weights_digest(self.optimizer.variables)
         if self.chief:
             save_model_atomic(self.model, os.path.join(cfg.model_dir, "final.keras"))
         total_clips = int(c.clips_seen.numpy())
@@ -491,6 +499,7 @@ class Trainer:
             "steps_this_run": steps_this_run,
             "clips_per_sec": round(total_clips / train_seconds, 3) if train_seconds else None,
             "first_losses": first_losses, "weights_sha256": digest,
+            "optimizer_sha256": slots_digest,
             "model_dir": cfg.model_dir, "history": history,
         }
         if self.chief:
@@ -506,10 +515,11 @@ class Trainer:
                 and best >= 0 else "  no validation",
                 f"  wall time this run: {summary['wall_seconds']:.1f} s; training time total "
                 f"{train_seconds:.1f} s; {summary['clips_per_sec'] or 0:.2f} clips/s",
-                f"  models: {os.path.join(cfg.model_dir, 'best.keras')} (best), "
-                f"{os.path.join(cfg.model_dir, 'final.keras')} (final)",
+                (f"  models: {os.path.join(cfg.model_dir, 'best.keras')} (best), " if cfg.val_list
+                 else "  model: ") + f"{os.path.join(cfg.model_dir, 'final.keras')} (final)",
                 f"  summary: {os.path.join(cfg.model_dir, 'summary.json')}",
                 "=" * 72]))
         # Every worker prints its digest (tests compare them across workers).
         print(f"weights_sha256={digest}", file=self.out, flush=True)
+        print(f"optimizer_sha256={slots_digest}", file=self.out, flush=True)
         return summary

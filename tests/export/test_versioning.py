@@ -2,6 +2,7 @@
 no version behind; labels asset and top_k_labels."""
 import hashlib
 import os
+import stat
 import subprocess
 import sys
 
@@ -41,6 +42,9 @@ def test_second_export_is_version_2_and_leaves_version_1_intact(tmp_path, labels
     v1 = export_dir / "m" / "1"
     assert (v1 / "saved_model.pb").is_file() and (v1 / "variables").is_dir()
     assert read_labels(str(v1 / "assets" / "labels.txt")) == LABELS
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(os.stat(v1).st_mode) == 0o777 & ~umask, "not readable by a model server"
     before = _tree_digest(str(v1))
 
     # Version 2 through the command line (loads the .keras file like a user would).

@@ -51,15 +51,18 @@ def test_multi_worker_two_processes_identical_weights(tiny_data, tmp_path):
         for p in procs:
             if p.poll() is None:
                 p.kill()
-    digests = []
-    for i in range(2):
-        lines = [ln for ln in open(tmp_path / f"worker{i}.log") if ln.startswith("weights_sha256=")]
-        assert lines, open(tmp_path / f"worker{i}.log").read()[-3000:]
-        digests.append(lines[-1].strip().split("=", 1)[1])
-    assert digests[0] == digests[1], "the two workers ended with different weights"
+    for key in ("weights_sha256", "optimizer_sha256"):
+        digests = []
+        for i in range(2):
+            lines = [ln for ln in open(tmp_path / f"worker{i}.log") if ln.startswith(key + "=")]
+            assert lines, open(tmp_path / f"worker{i}.log").read()[-3000:]
+            digests.append(lines[-1].strip().split("=", 1)[1])
+        assert digests[0] == digests[1], f"the two workers ended with different {key}"
+        if key == "weights_sha256":
+            weights_digest = digests[0]
     summary = read_summary(model_dir)   # only the chief (worker 0) writes model_dir
     assert summary["workers"] == 2 and summary["replicas"] == 2
-    assert summary["global_steps"] == 2 and summary["weights_sha256"] == digests[0]
+    assert summary["global_steps"] == 2 and summary["weights_sha256"] == weights_digest
     # Validation was split over the workers and summed: all 8 videos counted once.
     assert summary["history"][-1]["val_videos"] == 8
     assert os.path.isfile(os.path.join(model_dir, "final.keras"))

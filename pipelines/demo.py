@@ -45,7 +45,7 @@ flags.DEFINE_boolean("resume", False, "Keep an existing run directory and resume
 FLAGS = flags.FLAGS
 
 # Synthetic data of the demo: (train, val, frames per video, frame size).
-FULL_DATA = dict(num_train=480, num_val=96, num_frames=16, size=(40, 40))
+FULL_DATA = dict(num_train=960, num_val=160, num_frames=16, size=(40, 40))
 QUICK_DATA = dict(num_train=16, num_val=8, num_frames=8, size=(32, 32))
 # Overrides of configs/demo.flags for --quick.
 QUICK_TRAIN = ["--image_size=32", "--resize_shorter=32", "--num_frames=4", "--batch_size=4",

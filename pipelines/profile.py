@@ -18,7 +18,6 @@ The backbone defaults to the paper's (torchvision ResNet-50, stride in the 3x3 c
 biases); ``--resnet_variant=keras`` counts the Keras-weights layout (stride in the 1x1 conv, ~5.7%
 fewer MACs).
 """
-import argparse
 import json
 import os
 import sys
@@ -26,31 +25,40 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from absl import app, flags  # noqa: E402
+
 from rnl_keras.models.tsm_resnet import ATTENTIONS  # noqa: E402
 from rnl_keras.profiling.macs import TABLE_III, profile_models  # noqa: E402
 
 NAMES = {"none": "baseline TSM-R50", "nl": "+5 NL", "rnl": "+5 RNL", "se+rnl": "+5 SE+RNL",
          "se": "+5 SE", "gate": "+5 GC"}
 
+FLAGS = flags.FLAGS
+flags.DEFINE_string("attention", "all", f"one of {ATTENTIONS} or 'all' (comma-separated lists too)")
+flags.DEFINE_integer("num_frames", 8, "frames per clip T", lower_bound=1)
+flags.DEFINE_integer("image_size", 224, "square input size", lower_bound=32)
+flags.DEFINE_integer("num_classes", 400, "classifier outputs", lower_bound=1)
+flags.DEFINE_bool("rnl_key_subsample", False, "RNL with 1x2x2 max-pooled keys and values")
+flags.DEFINE_bool("nl_subsample", False, "NL with 1x2x2 max-pooled phi and g")
+flags.DEFINE_enum("rnl_similarity", "gaussian", ["gaussian", "dot", "cosine"], "RNL f(.,.)")
+flags.DEFINE_enum("rnl_aggregation", "conv", ["conv", "avg", "max"], "RNL F_theta")
+flags.DEFINE_enum("resnet_variant", "torchvision", ["torchvision", "keras"],
+                  "backbone layout (the paper's is torchvision's)")
+flags.DEFINE_bool("use_conv_bias", False,
+                  "conv biases as in Keras' ResNet50 (the paper's backbone has none)")
+flags.DEFINE_string("json", None, "write the results to this JSON file")
+
+_FLAG_NAMES = ("attention", "num_frames", "image_size", "num_classes", "rnl_key_subsample",
+               "nl_subsample", "rnl_similarity", "rnl_aggregation", "resnet_variant",
+               "use_conv_bias", "json")
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--attention", default="all",
-                        help=f"one of {ATTENTIONS} or 'all' (comma-separated lists too)")
-    parser.add_argument("--num_frames", type=int, default=8)
-    parser.add_argument("--image_size", type=int, default=224)
-    parser.add_argument("--num_classes", type=int, default=400)
-    parser.add_argument("--rnl_key_subsample", action="store_true",
-                        help="RNL with 1x2x2 max-pooled keys and values")
-    parser.add_argument("--nl_subsample", action="store_true",
-                        help="NL with 1x2x2 max-pooled phi and g")
-    parser.add_argument("--rnl_similarity", default="gaussian", choices=("gaussian", "dot", "cosine"))
-    parser.add_argument("--rnl_aggregation", default="conv", choices=("conv", "avg", "max"))
-    parser.add_argument("--resnet_variant", default="torchvision", choices=("torchvision", "keras"))
-    parser.add_argument("--use_conv_bias", action="store_true",
-                        help="conv biases as in Keras' ResNet50 (the paper's backbone has none)")
-    parser.add_argument("--json", default=None, help="write the results to this JSON file")
-    return parser.parse_args(argv)
+    """Parse ``argv`` (without the program name) into the flags; returns FLAGS."""
+    if argv is not None:
+        FLAGS.unparse_flags()
+        FLAGS([sys.argv[0]] + list(argv))
+    return FLAGS
 
 
 def format_table(results, table_iii_comparable):
@@ -72,6 +80,7 @@ def format_table(results, table_iii_comparable):
 
 def main(argv=None):
     args = parse_args(argv)
+    config = {name: getattr(args, name) for name in _FLAG_NAMES}
     if args.attention == "all":
         attentions = ["none", "se", "gate", "nl", "rnl", "se+rnl"]
     else:
@@ -97,7 +106,7 @@ def main(argv=None):
           "F_theta, pooling products; executed: true minus the half of P P^T the symmetric "
           "Gaussian RNL path skips")
     if args.json:
-        payload = {"config": vars(args), "units": {"macs": "multiply-adds per clip",
+        payload = {"config": config, "units": {"macs": "multiply-adds per clip",
                                                    "params": "count"},
                    "models": {a: {**r, "table_iii": TABLE_III.get(a) if comparable else None}
                               for a, r in results.items()}}
@@ -109,4 +118,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    app.run(lambda argv: main(None) and None)

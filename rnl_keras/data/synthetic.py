@@ -69,7 +69,7 @@ def render_clip(label: int, num_frames: int, size: tuple[int, int], rng) -> np.n
     radius = rng.uniform(0.13, 0.2) * m
     angle = rng.uniform(0, 2 * np.pi)
     steps = np.arange(num_frames, dtype=np.float32) / max(num_frames - 1, 1)   # 0 .. 1
-    travel = rng.uniform(0.35, 0.5) * m
+    travel = rng.uniform(0.55, 0.75) * m
     factor = rng.uniform(1.9, 2.4)
     turn = np.deg2rad(rng.uniform(9, 13)) * (num_frames - 1)
     name = CLASSES[label]

@@ -53,6 +53,9 @@ class TrainConfig:
     resnet_variant: str = "keras"
     pretrained_weights: str | None = None
     channel_gate: bool = False
+    stage_blocks: tuple = (3, 4, 6, 3)
+    base_width: int = 64
+    placement: tuple = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
     # optimisation
     epochs: int = 50
     steps_per_epoch: int | None = None
@@ -66,6 +69,7 @@ class TrainConfig:
     lr_decay_factor: float = 0.1
     warmup_epochs: float = 0.0
     warmup_start_factor: float = 0.1
+    optimizer: str = "sgd"
     momentum: float = 0.9
     nesterov: bool = False
     weight_decay: float = 5e-4
@@ -99,6 +103,8 @@ class TrainConfig:
             raise ConfigError("strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.lr_schedule not in SCHEDULES:
             raise ConfigError("lr_schedule", f"must be one of {SCHEDULES}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError("optimizer", f"must be sgd or adam, got {self.optimizer!r}")
         if self.mixed_precision not in MIXED_PRECISIONS:
             raise ConfigError("mixed_precision", f"must be one of {MIXED_PRECISIONS}")
         for name in ("num_classes", "epochs", "batch_size", "grad_accum_steps", "lr",
@@ -127,6 +133,17 @@ class TrainConfig:
         if self.batch_size % self.grad_accum_steps:
             raise ConfigError("batch_size", f"{self.batch_size} is not divisible by "
                               f"--grad_accum_steps={self.grad_accum_steps}")
+        if len(self.stage_blocks) != 4 or min(self.stage_blocks) < 1:
+            raise ConfigError("stage_blocks", f"must be 4 positive ints, got {self.stage_blocks}")
+        positive("base_width")
+        counts = dict(zip(("res2", "res3", "res4", "res5"), self.stage_blocks))
+        for stage, index in self.placement if self.attention != "none" else ():
+            if stage not in counts or not 0 <= index < counts[stage]:
+                raise ConfigError("placement", f"{stage}:{index} is not a block of the backbone "
+                                  f"(blocks per stage: {counts})")
+        if self.pretrained_weights and (self.stage_blocks != (3, 4, 6, 3) or self.base_width != 64):
+            raise ConfigError("pretrained_weights", "ResNet-50 weights need the ResNet-50 "
+                              "backbone (--stage_blocks=3,4,6,3 --base_width=64)")
         if self.pretrained_weights and not os.path.isfile(self.pretrained_weights):
             raise ConfigError("pretrained_weights", f"no such file: {self.pretrained_weights}")
         try:

@@ -55,6 +55,13 @@ flags.DEFINE_enum("resnet_variant", "keras", ["keras", "torchvision"], "Where Re
                   "keras (matches keras.applications weights) or torchvision (matches TSM).")
 flags.DEFINE_string("pretrained_weights", None, "Local keras.applications ResNet-50 ImageNet "
                     "weights file loaded into the backbone (the paper starts from ImageNet).")
+flags.DEFINE_list("stage_blocks", ["3", "4", "6", "3"], "Bottlenecks in res2,res3,res4,res5 "
+                  "(ResNet-50: 3,4,6,3). Smaller values give a small TSM-ResNet (CPU demos).")
+flags.DEFINE_integer("base_width", 64, "Width of res2's bottleneck (ResNet-50: 64); the stages "
+                     "double it.")
+flags.DEFINE_list("placement", ["res3:0", "res3:2", "res4:0", "res4:2", "res4:4"],
+                  "Where the attention blocks go: stage:block (0-based) after which a block is "
+                  "inserted (the paper's 5: res3:0,res3:2,res4:0,res4:2,res4:4).")
 flags.DEFINE_boolean("channel_gate", False, "Add the authors' released GCNet-style channel gate "
                      "before the attention block after res3[0].")
 
@@ -78,7 +85,9 @@ flags.DEFINE_float("lr_decay_factor", 0.1, "Step schedule: factor applied at eac
 flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up from --warmup_start_factor x lr "
                    "(per step), both schedules.")
 flags.DEFINE_float("warmup_start_factor", 0.1, "Warm-up starts at this fraction of the lr.")
-flags.DEFINE_float("momentum", 0.9, "SGD momentum.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD with momentum (the paper's "
+                  "recipes) or Adam (the CPU demo: a small network from scratch).")
+flags.DEFINE_float("momentum", 0.9, "SGD momentum (Adam: beta_1).")
 flags.DEFINE_boolean("nesterov", False, "Nesterov momentum.")
 flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on conv / dense kernels only "
                    "(BatchNorm and biases are excluded), added to the loss like PyTorch SGD.")
@@ -112,6 +121,24 @@ def _require(cond, flag, why):
         raise app.UsageError(f"--{flag}: {why}")
 
 
+def _parse_ints(values, flag):
+    try:
+        return tuple(int(v) for v in values)
+    except ValueError:
+        raise app.UsageError(f"--{flag}: expected comma-separated integers, got "
+                             f"{','.join(values)!r}") from None
+
+
+def _parse_placement(values):
+    out = []
+    for item in values:
+        stage, _, index = item.partition(":")
+        if not stage or not index.strip().isdigit():
+            raise app.UsageError(f"--placement: {item!r} is not stage:block (e.g. res3:0)")
+        out.append((stage.strip(), int(index)))
+    return tuple(out)
+
+
 def config_from_flags(flag_values=FLAGS) -> TrainConfig:
     """Build the TrainConfig, raising ``app.UsageError`` naming the flag for values out of range."""
     f = flag_values
@@ -130,13 +157,14 @@ def config_from_flags(flag_values=FLAGS) -> TrainConfig:
         deterministic_data=f.deterministic_data, shuffle_buffer=f.shuffle_buffer,
         attention=f.attention, shift=f.shift, fold_div=f.fold_div, dropout=f.dropout,
         resnet_variant=f.resnet_variant, pretrained_weights=f.pretrained_weights,
-        channel_gate=f.channel_gate, epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
+        channel_gate=f.channel_gate, stage_blocks=_parse_ints(f.stage_blocks, "stage_blocks"),
+        base_width=f.base_width, placement=_parse_placement(f.placement), epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
         batch_size=f.batch_size, grad_accum_steps=f.grad_accum_steps, lr=f.lr,
         scale_lr_with_replicas=f.scale_lr_with_replicas,
         reference_batch_size=f.reference_batch_size, lr_schedule=f.lr_schedule,
         lr_decay_epochs=f.lr_decay_epochs, lr_decay_factor=f.lr_decay_factor,
         warmup_epochs=f.warmup_epochs, warmup_start_factor=f.warmup_start_factor,
-        momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay,
+        optimizer=f.optimizer, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay,
         clip_grad_norm=f.clip_grad_norm, label_smoothing=f.label_smoothing,
         strategy=f.strategy, cpu_devices=f.cpu_devices, mixed_precision=f.mixed_precision,
         jit_compile=f.jit_compile, model_dir=f.model_dir,

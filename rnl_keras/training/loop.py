@@ -187,8 +187,9 @@ class Trainer:
                 cfg.num_classes, num_frames=cfg.num_frames, attention=cfg.attention,
                 image_size=cfg.image_size, shift=cfg.shift, fold_div=cfg.fold_div,
                 dropout=cfg.dropout, resnet_variant=cfg.resnet_variant,
-                channel_gate_at=(("res3", 0),) if cfg.channel_gate else (),
-                weights=cfg.pretrained_weights)
+                channel_gate_at=(cfg.placement[0],) if cfg.channel_gate else (),
+                weights=cfg.pretrained_weights, stage_blocks=cfg.stage_blocks,
+                base_width=cfg.base_width, placement=cfg.placement)
             self.schedule = optim.make_schedule(cfg, self.steps_per_epoch)
             self.optimizer = optim.make_optimizer(cfg, self.steps_per_epoch, self.schedule)
             self.optimizer.build(self.model.trainable_variables)

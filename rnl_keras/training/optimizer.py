@@ -102,8 +102,11 @@ def make_schedule(cfg, steps_per_epoch: int):
 
 
 def make_optimizer(cfg, steps_per_epoch: int, schedule=None) -> keras.optimizers.Optimizer:
-    """SGD with momentum; weight decay and clipping are applied by the train step."""
+    """SGD with momentum (the paper's), or Adam (beta_1 = ``--momentum``) for training from scratch
+    on small data; weight decay (L2 on kernels) and clipping are applied by the train step."""
     schedule = schedule if schedule is not None else make_schedule(cfg, steps_per_epoch)
+    if cfg.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=schedule, beta_1=cfg.momentum, name="adam")
     return keras.optimizers.SGD(learning_rate=schedule,
                                 momentum=cfg.momentum, nesterov=cfg.nesterov, name="sgd")
 

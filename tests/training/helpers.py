@@ -9,9 +9,11 @@ import sys
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TRAIN = os.path.join(REPO, "pipelines", "train.py")
 
-# The smallest model / input that still runs every part of the network: 32x32 crops, 4 frames.
+# The smallest model / input that still runs every part of the network: 32x32 crops, 4 frames,
+# a TSM-ResNet with one bottleneck per stage (shift in each) and two RNL blocks.
 TINY = ["--num_frames=4", "--image_size=32", "--resize_shorter=32", "--flip=false",
-        "--attention=rnl", "--num_parallel_calls=1", "--progress=false", "--log_every_steps=1",
+        "--attention=rnl", "--stage_blocks=1,1,1,1", "--base_width=8",
+        "--placement=res3:0,res4:0", "--num_parallel_calls=1", "--progress=false", "--log_every_steps=1",
         "--lr=0.01", "--weight_decay=1e-4"]
 
 

@@ -7,7 +7,7 @@ import numpy as np
 from tests.training.helpers import TINY, data_flags, free_ports, read_summary, run_train, start_train
 
 
-def _common(data, model_dir, steps=3):
+def _common(data, model_dir, steps=2):
     return data_flags(data, val=False) + TINY + [
         f"--model_dir={model_dir}", "--batch_size=4", f"--steps_per_epoch={steps}", "--epochs=1",
         "--dropout=0", "--checkpoint_every_steps=0", "--seed=3", "--lr=0.001"]
@@ -15,21 +15,31 @@ def _common(data, model_dir, steps=3):
 
 def test_mirrored_two_cpu_devices_matches_one_device(tiny_data, tmp_path):
     """Same global batch of 4: 2 replicas x 2 clips vs 1 device with 2 accumulated micro-batches
-    of 2 (so BatchNorm sees the same 2-clip groups). The losses of every step must agree, which
-    also needs the gradients of the previous steps (all-reduce, clipping, L2) to agree."""
+    of 2 (so BatchNorm sees the same 2-clip groups): same loss, same weights after the update.
+    (Later steps drift apart chaotically: BatchNorm over 8 frames of 1x1 res5 maps amplifies
+    float summation-order noise, so one step is compared.)"""
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    p1 = start_train(_common(tiny_data, one) + ["--strategy=default", "--grad_accum_steps=2"],
+    p1 = start_train(_common(tiny_data, one, 1) + ["--strategy=default", "--grad_accum_steps=2"],
                      log_path=str(tmp_path / "one.log"))
-    p2 = start_train(_common(tiny_data, two) + ["--strategy=mirrored", "--cpu_devices=2"],
+    p2 = start_train(_common(tiny_data, two, 1) + ["--strategy=mirrored", "--cpu_devices=2"],
                      log_path=str(tmp_path / "two.log"))
     for p, name in ((p1, "one"), (p2, "two")):
         assert p.wait(timeout=600) == 0, open(tmp_path / f"{name}.log").read()[-3000:]
     s1, s2 = read_summary(one), read_summary(two)
     assert s2["replicas"] == 2 and s1["replicas"] == 1
-    assert len(s1["first_losses"]) == 3
-    np.testing.assert_allclose(s2["first_losses"], s1["first_losses"], rtol=2e-4, atol=1e-5)
-    # The model moved: the step losses are not all equal.
-    assert len(set(np.round(s1["first_losses"], 6))) > 1
+    assert len(s1["first_losses"]) == 1
+    # Same weights, same clips, same BatchNorm groups: the same loss.
+    np.testing.assert_allclose(s2["first_losses"], s1["first_losses"], rtol=1e-5)
+    # After the update the trainable weights agree (up to float summation order), so the
+    # all-reduced, clipped, L2-decayed gradient equals the accumulated one.
+    import keras
+    import rnl_keras.layers  # noqa: F401  (registers the custom layers)
+    m1 = keras.saving.load_model(os.path.join(one, "final.keras"), compile=False)
+    m2 = keras.saving.load_model(os.path.join(two, "final.keras"), compile=False)
+    for a, b in zip(m1.trainable_weights, m2.trainable_weights):
+        a, b = np.asarray(a.numpy()), np.asarray(b.numpy())
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-7, err_msg=str(a.shape))
+    assert s1["global_steps"] == s2["global_steps"] == 1
 
 
 def test_multi_worker_two_processes_identical_weights(tiny_data, tmp_path):

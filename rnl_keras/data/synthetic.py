@@ -66,12 +66,12 @@ def render_clip(label: int, num_frames: int, size: tuple[int, int], rng) -> np.n
     colour = rng.uniform(0, 255, 3)
     colour = np.where(np.abs(colour - bg.mean((0, 1))) < 60, 255 - colour, colour)
     cx, cy = rng.uniform(0.3, 0.7) * w, rng.uniform(0.3, 0.7) * h
-    radius = rng.uniform(0.13, 0.2) * m
+    radius = rng.uniform(0.18, 0.25) * m
     angle = rng.uniform(0, 2 * np.pi)
     steps = np.arange(num_frames, dtype=np.float32) / max(num_frames - 1, 1)   # 0 .. 1
     travel = rng.uniform(0.55, 0.75) * m
     factor = rng.uniform(1.9, 2.4)
-    turn = np.deg2rad(rng.uniform(9, 13)) * (num_frames - 1)
+    turn = np.deg2rad(rng.uniform(15, 20)) * (num_frames - 1)
     name = CLASSES[label]
     x, y = np.full(num_frames, cx), np.full(num_frames, cy)
     r, a = np.full(num_frames, radius), np.full(num_frames, angle)

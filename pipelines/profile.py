@@ -25,7 +25,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import app, flags  # noqa: E402
+from absl import flags  # noqa: E402
 
 from rnl_keras.models.tsm_resnet import ATTENTIONS  # noqa: E402
 from rnl_keras.profiling.macs import TABLE_III, profile_models  # noqa: E402
@@ -33,20 +33,21 @@ from rnl_keras.profiling.macs import TABLE_III, profile_models  # noqa: E402
 NAMES = {"none": "baseline TSM-R50", "nl": "+5 NL", "rnl": "+5 RNL", "se+rnl": "+5 SE+RNL",
          "se": "+5 SE", "gate": "+5 GC"}
 
-FLAGS = flags.FLAGS
-flags.DEFINE_string("attention", "all", f"one of {ATTENTIONS} or 'all' (comma-separated lists too)")
-flags.DEFINE_integer("num_frames", 8, "frames per clip T", lower_bound=1)
-flags.DEFINE_integer("image_size", 224, "square input size", lower_bound=32)
-flags.DEFINE_integer("num_classes", 400, "classifier outputs", lower_bound=1)
-flags.DEFINE_bool("rnl_key_subsample", False, "RNL with 1x2x2 max-pooled keys and values")
-flags.DEFINE_bool("nl_subsample", False, "NL with 1x2x2 max-pooled phi and g")
-flags.DEFINE_enum("rnl_similarity", "gaussian", ["gaussian", "dot", "cosine"], "RNL f(.,.)")
-flags.DEFINE_enum("rnl_aggregation", "conv", ["conv", "avg", "max"], "RNL F_theta")
+# Own FlagValues: this module is imported beside the trainer's flags (tests), whose names overlap.
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("attention", "all", f"one of {ATTENTIONS} or 'all' (comma-separated lists too)", flag_values=FLAGS)
+flags.DEFINE_integer("num_frames", 8, "frames per clip T", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_integer("image_size", 224, "square input size", lower_bound=32, flag_values=FLAGS)
+flags.DEFINE_integer("num_classes", 400, "classifier outputs", lower_bound=1, flag_values=FLAGS)
+flags.DEFINE_bool("rnl_key_subsample", False, "RNL with 1x2x2 max-pooled keys and values", flag_values=FLAGS)
+flags.DEFINE_bool("nl_subsample", False, "NL with 1x2x2 max-pooled phi and g", flag_values=FLAGS)
+flags.DEFINE_enum("rnl_similarity", "gaussian", ["gaussian", "dot", "cosine"], "RNL f(.,.)", flag_values=FLAGS)
+flags.DEFINE_enum("rnl_aggregation", "conv", ["conv", "avg", "max"], "RNL F_theta", flag_values=FLAGS)
 flags.DEFINE_enum("resnet_variant", "torchvision", ["torchvision", "keras"],
-                  "backbone layout (the paper's is torchvision's)")
+                  "backbone layout (the paper's is torchvision's)", flag_values=FLAGS)
 flags.DEFINE_bool("use_conv_bias", False,
-                  "conv biases as in Keras' ResNet50 (the paper's backbone has none)")
-flags.DEFINE_string("json", None, "write the results to this JSON file")
+                  "conv biases as in Keras' ResNet50 (the paper's backbone has none)", flag_values=FLAGS)
+flags.DEFINE_string("json", None, "write the results to this JSON file", flag_values=FLAGS)
 
 _FLAG_NAMES = ("attention", "num_frames", "image_size", "num_classes", "rnl_key_subsample",
                "nl_subsample", "rnl_similarity", "rnl_aggregation", "resnet_variant",
@@ -54,10 +55,17 @@ _FLAG_NAMES = ("attention", "num_frames", "image_size", "num_classes", "rnl_key_
 
 
 def parse_args(argv=None):
-    """Parse ``argv`` (without the program name) into the flags; returns FLAGS."""
-    if argv is not None:
-        FLAGS.unparse_flags()
-        FLAGS([sys.argv[0]] + list(argv))
+    """Parse ``argv`` (without the program name; default ``sys.argv[1:]``); returns FLAGS."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--help" in argv or "--helpfull" in argv:
+        print(__doc__)
+        print(FLAGS.get_help())
+        raise SystemExit(0)
+    FLAGS.unparse_flags()
+    try:
+        FLAGS([sys.argv[0]] + argv)
+    except flags.Error as err:
+        raise SystemExit(f"profile.py: {err}") from None
     return FLAGS
 
 
@@ -118,4 +126,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    app.run(lambda argv: main(None) and None)
+    main()

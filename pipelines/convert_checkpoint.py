@@ -31,6 +31,8 @@ sys.path.insert(0, ROOT)
 
 from absl import app, flags  # noqa: E402
 
+from rnl_keras.atomic_io import write_atomic  # noqa: E402
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("torch_checkpoint", None, "PyTorch checkpoint (.pth / .pth.tar) or a .npz of "
                     "its state dict.")
@@ -66,19 +68,7 @@ def default_keras_out(path: str) -> str:
 
 def save_keras_atomic(model, path: str) -> None:
     """model.save to a temporary file in the target directory, then rename."""
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".keras", dir=directory)
-    os.close(fd)
-    try:
-        model.save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    write_atomic(path, model.save)
 
 
 def run_export(model, keras_path: str, name: str, export_dir: str, labels: str | None,

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
+
+from rnl_keras.atomic_io import write_atomic  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, "Keras model file (.keras).")
@@ -82,23 +83,6 @@ def restore_checkpoint(directory):
     return model
 
 
-def write_atomic(save, path):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    suffix = os.path.splitext(path)[1]
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=suffix, dir=directory)
-    os.close(fd)
-    try:
-        save(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp creates 0600
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -135,7 +119,7 @@ def main(argv):
         raise app.UsageError(str(err)) from None
     figure = vis.render_attention_figure(frames, [r.maps for r in results], points,
                                          alpha=FLAGS.alpha)
-    write_atomic(lambda p: figure.save(p, format="PNG"), FLAGS.out)
+    write_atomic(FLAGS.out, lambda p: figure.save(p, format="PNG"))
     for k, r in enumerate(results):
         print(f"panel {k + 1}: {r.block}: features {r.feature_grid} (stride {r.stride[0]:g}), "
               f"keys {r.key_grid}, query positions {r.positions.tolist()}")
@@ -146,7 +130,7 @@ def main(argv):
         stem = os.path.splitext(FLAGS.out)[0]
         for k, r in enumerate(results):
             path = f"{stem}.npy" if k == 0 else f"{stem}_{k + 1}.npy"
-            write_atomic(lambda p, m=r.maps: np.save(p, m), path)
+            write_atomic(path, lambda p, m=r.maps: np.save(p, m))
             print(f"wrote {path} {r.maps.shape}")
 
 

@@ -7,13 +7,12 @@ averaged (grouped by ``video_index``).
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 
 import numpy as np
 
+from rnl_keras.atomic_io import write_json_atomic
 from rnl_keras.evaluation import metrics
 
 
@@ -93,10 +92,4 @@ def summarize(logits: np.ndarray, labels: np.ndarray, video_index: np.ndarray, n
 
 def write_report(report: dict, path: str) -> None:
     """Write ``report`` as indented JSON (creates the parent directory; atomic replace)."""
-    parent = os.path.dirname(os.path.abspath(path))
-    os.makedirs(parent, exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, report)

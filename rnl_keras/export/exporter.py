@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
+from rnl_keras.atomic_io import write_json_atomic
 from rnl_keras.export import saved_model as sm
 from rnl_keras.export.labels import resolve_labels
 from rnl_keras.export.preprocess import preprocess_frames_np
@@ -108,11 +109,7 @@ def _read_report(path: str) -> dict:
 
 
 def _write_json_atomic(path: str, data: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, sort_keys=False)
-        f.write("\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, data)
 
 
 def export_model(model, export_dir: str, name: str, labels_file: str | None = None, *,

@@ -59,7 +59,9 @@ class RegionNonLocal(keras.layers.Layer):
         kernel_size: region size (kt, kh, kw) of F_theta, odd; 3x7x7 in res3, 3x3x3 in res4.
         reduction: C' = C / reduction channels for v and p (2 in the paper).
         query_chunk_size: build the attention this many query rows at a time (same output,
-            O(N * chunk) memory instead of O(N^2)). ``None`` = all at once.
+            O(N * chunk) memory instead of O(N^2)). ``None``: without key sub-sampling the
+            Gaussian / cosine forms still run in blocks of ``attention_ops.DEFAULT_BLOCK`` rows
+            (the symmetric path, which halves P P^T); with it, the matrix is built at once.
         key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
             C(x) then counts the pooled key positions.
         bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).

@@ -6,7 +6,6 @@ found before any work starts raise :class:`absl.app.UsageError` naming the flag.
 """
 from __future__ import annotations
 
-import os
 
 from absl import app, flags
 

@@ -31,8 +31,8 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import logging
 
+from rnl_keras.atomic_io import write_atomic, write_json_atomic
 from rnl_keras.training import checkpointing, optimizer as optim, strategy as strat
 from rnl_keras.training.config import ConfigError, TrainConfig
 
@@ -113,19 +113,12 @@ def check_data(cfg: TrainConfig) -> int:
 
 
 def _atomic_json(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json_atomic(path, payload, sort_keys=True)
 
 
 def save_model_atomic(model, path: str) -> None:
     """``model.save`` to a temporary ``.keras`` file, then ``os.replace`` onto ``path``."""
-    tmp = os.path.join(os.path.dirname(path) or ".", f".tmp-{os.getpid()}-{os.path.basename(path)}")
-    model.save(tmp)
-    os.replace(tmp, path)
+    write_atomic(path, model.save)
 
 
 @dataclasses.dataclass

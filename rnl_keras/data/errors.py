@@ -44,22 +44,21 @@ class BadSampleLog:
     _notes: list[str] = []
 
     @classmethod
-    def record(cls, path: str, reason: str) -> str:
-        """Record one skipped sample and log it; returns the message."""
-        msg = f"skipped bad sample {path}: {reason}"
+    def _log(cls, bucket: list, msg: str) -> str:
         with cls._lock:
-            cls._messages.append(msg)
+            bucket.append(msg)
         logging.warning(msg)
         return msg
 
     @classmethod
+    def record(cls, path: str, reason: str) -> str:
+        """Record one skipped sample and log it; returns the message."""
+        return cls._log(cls._messages, f"skipped bad sample {path}: {reason}")
+
+    @classmethod
     def note(cls, path: str, reason: str) -> str:
         """Record (and log) a problem that was worked around; the sample was still used."""
-        msg = f"{path}: {reason}"
-        with cls._lock:
-            cls._notes.append(msg)
-        logging.warning(msg)
-        return msg
+        return cls._log(cls._notes, f"{path}: {reason}")
 
     @classmethod
     def count(cls) -> int:

@@ -24,6 +24,7 @@ from rnl_keras.data.errors import BadSampleError, BadSampleLog
 SEEK_GAP = 48
 
 _true_counts: dict[str, int] = {}
+_probed_counts: dict[str, int] = {}   # header (or packet) counts, so a file is probed once
 _seekable: dict[str, bool] = {}
 _lock = threading.Lock()
 
@@ -55,6 +56,8 @@ def probe_num_frames(path: str) -> int:
     with _lock:
         if path in _true_counts:
             return _true_counts[path]
+        if path in _probed_counts:
+            return _probed_counts[path]
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -66,6 +69,8 @@ def probe_num_frames(path: str) -> int:
                 raise BadSampleError(path, f"cannot read packets: {type(e).__name__}: {e}") from None
         if n <= 0:
             raise BadSampleError(path, "video stream has no frames")
+        with _lock:
+            _probed_counts[path] = n
         return n
     finally:
         container.close()

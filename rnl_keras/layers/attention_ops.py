@@ -95,6 +95,12 @@ def attention_weights(query, key, similarity):
     raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
 
 
+def query_rows_weights(queries, keys, query_positions, similarity):
+    """w_ij of the query rows at ``query_positions`` (indices into axis 1): (B, Q, N_k) float32."""
+    rows = ops.take(queries, ops.convert_to_tensor(query_positions, "int32"), axis=1)
+    return attention_weights(rows, keys, similarity)
+
+
 def _after(x, dependency):
     """Return ``x`` ordered after ``dependency`` in a TF graph, so chunks run one at a time."""
     tf = _tf()

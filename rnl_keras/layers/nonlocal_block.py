@@ -61,8 +61,7 @@ class NonLocal(keras.layers.Layer):
     def attention_weights(self, x, query_positions):
         """softmax weights of the chosen query rows (flattened T, H, W indices): (B, Q, N_k)."""
         queries, keys, _ = self.embeddings(x)
-        rows = ops.take(queries, ops.convert_to_tensor(query_positions, "int32"), axis=1)
-        return attention_ops.attention_weights(rows, keys, "gaussian")
+        return attention_ops.query_rows_weights(queries, keys, query_positions, "gaussian")
 
     def compute_output_shape(self, input_shape):
         return input_shape

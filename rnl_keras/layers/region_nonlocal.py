@@ -155,8 +155,7 @@ class RegionNonLocal(keras.layers.Layer):
         (T, H, W) grid, or (T, H // 2, W // 2) with ``key_subsample``.
         """
         queries, keys, _ = self.embeddings(x)
-        rows = ops.take(queries, ops.convert_to_tensor(query_positions, "int32"), axis=1)
-        return attention_ops.attention_weights(rows, keys, self.similarity)
+        return attention_ops.query_rows_weights(queries, keys, query_positions, self.similarity)
 
     def compute_output_shape(self, input_shape):
         return input_shape

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: F401  (re-exported)
+
 SOURCES = ("video", "frames", "tfrecord")
 SAMPLINGS = ("tsn", "dense")
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 MULTI_SCALES = (1.0, 0.875, 0.75, 0.66)
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".webm", ".mkv", ".mpg", ".mpeg", ".mov", ".m4v")
 

@@ -7,15 +7,15 @@ This is the eval pipeline's centre-crop view (``rnl_keras.data.augment.test_view
 The NumPy twin is what the TFLite predictor and the ``serving_float`` client use; it matches the
 graph to float32 rounding (tested).
 
-The module imports only NumPy and TensorFlow, never the rest of rnl_keras.
+The module imports only NumPy, TensorFlow and the normalisation constants of rnl_keras.imagenet.
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
+
 
 
 # ----------------------------------------------------------------------------- TensorFlow

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
-IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -282,7 +281,8 @@ def resize_and_crop(frames, size):
 
 def normalise_frames(frames):
     """uint8 RGB -> float32 ImageNet mean/std normalised (the model's input convention)."""
-    return ((np.asarray(frames, np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD).astype(
+    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
+    return ((np.asarray(frames, np.float32) / 255.0 - mean) / std).astype(
         np.float32)
 
 

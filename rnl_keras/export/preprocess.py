@@ -124,11 +124,8 @@ def preprocess_frames_np(frames: np.ndarray, image_size: int,
 
 
 def tsn_center_indices(num_video_frames: int, num_frames: int) -> np.ndarray:
-    """TSN test sampling (segment centres, ``int(tick / 2 + tick * i)``), as the eval pipeline.
+    """TSN test sampling (segment centres, ``int(tick / 2 + tick * i)``): the eval pipeline's
+    ``rnl_keras.data.sampling.tsn_eval_indices`` with one clip, as a NumPy array."""
+    from rnl_keras.data.sampling import tsn_eval_indices
 
-    Same float32 arithmetic as ``rnl_keras.data.sampling.tsn_test_indices`` with one clip.
-    """
-    n = max(int(num_video_frames), 1)
-    tick = np.float32(n) / np.float32(num_frames)
-    idx = (tick * np.float32(0.5) + tick * np.arange(num_frames, dtype=np.float32)).astype(np.int64)
-    return np.minimum(idx, n - 1)
+    return tsn_eval_indices(int(num_video_frames), int(num_frames))[0].numpy().astype(np.int64)

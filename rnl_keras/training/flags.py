@@ -144,8 +144,6 @@ def config_from_flags(flag_values=FLAGS) -> TrainConfig:
     _require(f.train_list, "train_list", "is required (a list file or shard glob)")
     _require(f.model_dir, "model_dir", "is required")
     _require(f.num_classes is not None, "num_classes", "is required")
-    _require(f.attention in ATTENTIONS, "attention",
-             f"unknown attention {f.attention!r}; choose one of {', '.join(ATTENTIONS)}")
     cfg = TrainConfig(
         data_source=f.data_source, train_list=f.train_list, val_list=f.val_list or None,
         data_root=f.data_root, val_root=f.val_root if f.val_root is not None else f.data_root,

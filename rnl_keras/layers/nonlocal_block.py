@@ -7,9 +7,9 @@
 ``subsample=True`` max-pools phi and g by 1x2x2, as in the NL paper.
 """
 import keras
-from keras import ops
 
 from rnl_keras.layers import attention_ops
+from rnl_keras.layers.residual_projection import project_and_add
 from rnl_keras.layers.region_nonlocal import flatten_positions, subsample_keys
 
 
@@ -55,8 +55,7 @@ class NonLocal(keras.layers.Layer):
     def call(self, x, training=None):
         queries, keys, values = self.embeddings(x)
         y = attention_ops.attend(queries, keys, values, "gaussian", self.query_chunk_size)
-        y = ops.reshape(y, tuple(ops.shape(x)[:-1]) + (self.inter_channels,))
-        return self.bn(self.w(y), training=training) + x
+        return project_and_add(y, self.w, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):
         """softmax weights of the chosen query rows (flattened T, H, W indices): (B, Q, N_k)."""

@@ -12,17 +12,14 @@ Three implementations (paper Section III-C, Table II (c)):
 """
 from keras import ops
 
+from rnl_keras.layers.graph_order import after
 
-def _shift_time(y, offset, num_frames):
-    """out[:, t] = y[:, t + offset], zero where t + offset falls outside [0, T)."""
-    if offset == 0:
-        return y
-    if abs(offset) >= num_frames:
-        return ops.zeros_like(y)
-    zeros = ops.zeros_like(y[:, :abs(offset)])
-    if offset > 0:
-        return ops.concatenate([y[:, offset:], zeros], axis=1)
-    return ops.concatenate([zeros, y[:, :offset]], axis=1)
+
+def _valid_source_mask(num_rows, num_frames, offset, dtype):
+    """(B*T, 1, 1, 1) mask of the output frames t whose source frame t + offset is in [0, T)."""
+    t = ops.arange(num_rows) % num_frames
+    valid = ops.logical_and(t + offset >= 0, t + offset < num_frames)
+    return ops.reshape(ops.cast(valid, dtype), (-1, 1, 1, 1))
 
 
 def depthwise_conv3d(x, kernel):
@@ -30,6 +27,12 @@ def depthwise_conv3d(x, kernel):
 
     x: (B, T, H, W, C); kernel: (kt, kh, kw, C), all kernel sizes odd. Returns (B, T, H, W, C) with
     out[b, t, h, w, c] = sum_{dt, dh, dw} kernel[dt, dh, dw, c] * x[b, t + dt - pt, h + dh - ph, w + dw - pw, c].
+
+    Memory: the clips are flattened to B*T frames and padded by pt frames at both ends once; each
+    temporal tap dt is then a depthwise 2D conv of the frames shifted by dt - pt, which are slices
+    along the leading axis (views, no copy, on TF), masked where the source frame belongs to
+    another clip (or the padding) and added to the running sum. The taps run one after another,
+    so the peak is the input, its padded copy, the sum and one tap's output.
     """
     kt = kernel.shape[0]
     num_frames = x.shape[1]
@@ -37,14 +40,22 @@ def depthwise_conv3d(x, kernel):
         raise ValueError("depthwise_conv3d needs a static number of frames T (axis 1)")
     shape = ops.shape(x)
     frames = ops.reshape(x, (-1,) + tuple(shape[2:]))
+    pt = (kt - 1) // 2
+    num_rows = ops.shape(frames)[0]
+    padded = ops.pad(frames, ((pt, pt), (0, 0), (0, 0), (0, 0))) if pt else frames
     out = None
-    for dt in range(kt):
-        k2d = ops.expand_dims(kernel[dt], -1)  # (kh, kw, C, 1)
-        y = ops.depthwise_conv(frames, k2d, strides=1, padding="same")
-        y = ops.reshape(y, shape)
-        y = _shift_time(y, dt - (kt - 1) // 2, num_frames)
+    # Centre tap first (no mask), then the others in order of distance.
+    for dt in sorted(range(kt), key=lambda d: abs(d - pt)):
+        offset = dt - pt
+        if abs(offset) >= num_frames:
+            continue  # every source frame is padding
+        source = padded[pt + offset:pt + offset + num_rows]
+        y = ops.depthwise_conv(after(source, out), ops.expand_dims(kernel[dt], -1), strides=1,
+                               padding="same")
+        if offset:
+            y = y * _valid_source_mask(num_rows, num_frames, offset, y.dtype)
         out = y if out is None else out + y
-    return out
+    return ops.reshape(out, shape)
 
 
 def max_pool3d(x, pool_size):

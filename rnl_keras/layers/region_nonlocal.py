@@ -19,6 +19,7 @@ from keras import ops
 
 from rnl_keras.layers import attention_ops
 from rnl_keras.layers.region_aggregation import depthwise_conv3d, max_pool3d
+from rnl_keras.layers.residual_projection import project_and_add
 
 AGGREGATIONS = ("conv", "avg", "max")
 
@@ -144,8 +145,7 @@ class RegionNonLocal(keras.layers.Layer):
         # Without key sub-sampling the keys are the queries (S = P P^T): attend builds half of S.
         y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size,
                                  symmetric=not self.key_subsample)
-        y = ops.reshape(y, tuple(ops.shape(x)[:-1]) + (self.inter_channels,))
-        return self.bn(self.w_z(y), training=training) + x
+        return project_and_add(y, self.w_z, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):
         """w_ij for the chosen query rows only: float32 (B, Q, N_k).

@@ -8,13 +8,13 @@ query_chunk_size None and 1024. "rnl-conv materialised" is the RNL without the b
 path (attention_ops.DEFAULT_BLOCK = None: the whole N x N matrix at once, the old behaviour), the
 reference of the chunked memory bound; with query_chunk_size=None the RNL now blocks by 1024 too.
 
-Peak memory, method: every configuration runs in a fresh Python process; after building the layer
-and its input (and importing TF) the process's peak RSS (ru_maxrss) is read as the baseline; the
-forward is then traced and run (warm-up + timed iterations) and the peak RSS growth is reported as
-"fwd peak MB"; then forward+backward (gradients of sum(y) w.r.t. x and the weights) is run and the
-new peak growth reported as "fwd+bwd peak MB". It includes TF's transient buffers and allocator
-caching (CPU allocations are returned to malloc, so this is the true high-water mark of the
-process), not only the block's tensors. Times: minimum wall time over the timed iterations; the
+Peak memory, method: every configuration runs in two fresh Python processes. The first times it
+(default allocator) and reports the process's peak RSS growth (ru_maxrss over the post-build
+baseline: includes TF's runtime and malloc's caching). The second runs the same calls with
+TensorFlow's BFC allocator on the CPU (TF_CPU_ALLOCATOR_USE_BFC=true) and reports the allocator's
+peak bytes in use during one call, minus the bytes in use before it (the input, the weights):
+"fwd MB" / "f+b MB", the memory the block itself needs, independent of the rest of the process.
+Times: minimum wall time over the timed iterations; the
 machine may be shared with other jobs.
 """
 import argparse
@@ -22,7 +22,8 @@ import json
 import os
 import sys
 
-from common import KERNELS, SHAPES, machine, maxrss_mb, run_subprocess, time_fn, write_json
+from common import (KERNELS, SHAPES, allocator_peak_mb, machine, maxrss_mb, run_subprocess, time_fn,
+                    write_json)
 
 BLOCKS = ("rnl-conv", "rnl-avg", "rnl-max", "rnl-conv materialised", "nl", "nl-sub", "se")
 
@@ -58,12 +59,19 @@ def worker(cfg):
             loss = tf.reduce_sum(y)
         return tape.gradient(loss, [x] + layer.trainable_weights)
 
+    if cfg.get("allocator_peak"):
+        out = {}
+        for name, fn in (("fwd", fwd), ("fwd_bwd", fwd_bwd)):
+            fn(x)  # trace + warm-up
+            out[name] = {"tf_peak_mb": allocator_peak_mb(fn, x)}
+        print(json.dumps(out))
+        return
     base = maxrss_mb()
     out = {"true_gmacs": macs / 1e9, "baseline_rss_mb": base}
     out["fwd"] = time_fn(fwd, x, warmup=1, iters=cfg["iters"])
-    out["fwd"]["peak_mb"] = maxrss_mb() - base
+    out["fwd"]["rss_peak_mb"] = maxrss_mb() - base
     out["fwd_bwd"] = time_fn(fwd_bwd, x, warmup=1, iters=cfg["iters"])
-    out["fwd_bwd"]["peak_mb"] = maxrss_mb() - base
+    out["fwd_bwd"]["rss_peak_mb"] = maxrss_mb() - base
     print(json.dumps(out))
 
 
@@ -76,6 +84,26 @@ def configs(quick):
                 chunks = [None] if block in ("se", "rnl-conv materialised") else [None, 1024]
                 for chunk in chunks:
                     yield {"shape": shape, "batch": batch, "block": block, "chunk": chunk}
+
+
+def chunk_summary(rows):
+    """query_chunk_size=1024 against the materialised block, per shape and batch (issue 6 target)."""
+    found = {(r["shape"], r["batch"], r["block"], r["chunk"]): r for r in rows if "error" not in r}
+    lines = []
+    for (shape, batch, block, chunk), ref in found.items():
+        if block != "rnl-conv materialised":
+            continue
+        for mode in (1024, None):
+            row = found.get((shape, batch, "rnl-conv", mode))
+            if row is None:
+                continue
+            lines.append(
+                f"{shape} B={batch} rnl-conv chunk={mode} vs materialised: fwd time "
+                f"{row['fwd']['min_s'] / ref['fwd']['min_s']:.2f}x, fwd peak "
+                f"{row['fwd']['tf_peak_mb'] / ref['fwd']['tf_peak_mb']:.1%}, f+b time "
+                f"{row['fwd_bwd']['min_s'] / ref['fwd_bwd']['min_s']:.2f}x, f+b peak "
+                f"{row['fwd_bwd']['tf_peak_mb'] / ref['fwd_bwd']['tf_peak_mb']:.1%}")
+    return lines
 
 
 def main(argv=None):
@@ -93,7 +121,7 @@ def main(argv=None):
     print(info)
     print(__doc__.split("Peak memory, method:")[1].split("Times:")[0].strip().replace("\n", " "))
     header = (f"{'shape':<5} {'B':>2} {'block':<22} {'chunk':>6} {'GMACs':>7} | {'fwd s':>7} "
-              f"{'fwd MB':>8} | {'f+b s':>7} {'f+b MB':>8}")
+              f"{'fwd MB':>8} {'RSS MB':>7} | {'f+b s':>7} {'f+b MB':>8} {'RSS MB':>7}")
     print(header)
     print("-" * len(header))
     rows = []
@@ -103,15 +131,28 @@ def main(argv=None):
             continue
         cfg["iters"] = iters
         res = run_subprocess(script, ["--worker", json.dumps(cfg)])
+        if "error" not in res:
+            mem = run_subprocess(script, ["--worker", json.dumps({**cfg, "allocator_peak": True})],
+                                 env={"TF_CPU_ALLOCATOR_USE_BFC": "true"})
+            if "error" in mem:
+                res = mem
+            else:
+                for part in ("fwd", "fwd_bwd"):
+                    res[part].update(mem[part])
         rows.append({**cfg, **res})
         if "error" in res:
             print(f"{cfg}: ERROR {res['error'][-300:]}", flush=True)
             continue
         print(f"{cfg['shape']:<5} {cfg['batch']:>2} {cfg['block']:<22} {str(cfg['chunk']):>6} "
-              f"{res['true_gmacs']:7.2f} | {res['fwd']['min_s']:7.3f} {res['fwd']['peak_mb']:8.0f} | "
-              f"{res['fwd_bwd']['min_s']:7.3f} {res['fwd_bwd']['peak_mb']:8.0f}", flush=True)
-    path = write_json(args.json, {"machine": info, "memory_method": "ru_maxrss growth in a fresh "
-                                  "process over the post-build baseline", "rows": rows})
+              f"{res['true_gmacs']:7.2f} | {res['fwd']['min_s']:7.3f} {res['fwd']['tf_peak_mb']:8.0f} "
+              f"{res['fwd']['rss_peak_mb']:7.0f} | {res['fwd_bwd']['min_s']:7.3f} "
+              f"{res['fwd_bwd']['tf_peak_mb']:8.0f} {res['fwd_bwd']['rss_peak_mb']:7.0f}", flush=True)
+    summary = chunk_summary(rows)
+    for line in summary:
+        print(line)
+    path = write_json(args.json, {"machine": info, "memory_method": "tf_peak_mb: BFC allocator peak "
+                                  "during one call minus bytes in use before it; rss_peak_mb: "
+                                  "ru_maxrss growth over the post-build baseline", "rows": rows})
     print(f"wrote {path}")
 
 

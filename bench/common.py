@@ -92,11 +92,25 @@ def maxrss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_subprocess(script, args, timeout=1800):
+def allocator_peak_mb(fn, *args):
+    """Peak MB that TF's allocator held during one ``fn(*args)``, over what it held before.
+
+    Needs TF_CPU_ALLOCATOR_USE_BFC=true in the environment before TensorFlow starts (the default
+    CPU allocator keeps no statistics).
+    """
+    import tensorflow as tf
+
+    tf.config.experimental.reset_memory_stats("CPU:0")
+    before = tf.config.experimental.get_memory_info("CPU:0")["current"]
+    _block(fn(*args))
+    return (tf.config.experimental.get_memory_info("CPU:0")["peak"] - before) / 1e6
+
+
+def run_subprocess(script, args, timeout=1800, env=None):
     """Run ``python script args`` in a fresh process; its last stdout line starting "{" is JSON."""
     cmd = [sys.executable, script] + list(args)
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "PYTHONPATH": ROOT})
+                          env={**os.environ, "PYTHONPATH": ROOT, **(env or {})})
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         return {"error": (proc.stderr or proc.stdout)[-2000:]}

@@ -12,6 +12,8 @@ ATTENTIONS = ("none", "nl", "se", "gate", "rnl", "se+rnl")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SCHEDULES = ("step", "cosine", "constant")
 MIXED_PRECISIONS = ("none", "bfloat16")
+RNL_SIMILARITIES = ("gaussian", "dot", "cosine")
+RNL_AGGREGATIONS = ("conv", "avg", "max")
 
 
 class ConfigError(ValueError):
@@ -56,6 +58,10 @@ class TrainConfig:
     stage_blocks: tuple = (3, 4, 6, 3)
     base_width: int = 64
     placement: tuple = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
+    rnl_similarity: str = "gaussian"
+    rnl_aggregation: str = "conv"
+    key_subsample: bool = False
+    query_chunk_size: int = 0
     # optimisation
     epochs: int = 50
     steps_per_epoch: int | None = None
@@ -89,6 +95,14 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
 
+    def block_kwargs(self) -> dict:
+        """``rnl_kwargs`` / ``nl_kwargs`` of ``tsm_resnet50`` for these settings."""
+        chunk = self.query_chunk_size or None
+        rnl = {"similarity": self.rnl_similarity, "aggregation": self.rnl_aggregation,
+               "key_subsample": self.key_subsample, "query_chunk_size": chunk}
+        return {"rnl_kwargs": rnl, "nl_kwargs": {"subsample": self.key_subsample,
+                                                 "query_chunk_size": chunk}}
+
     def check(self) -> None:
         """Static range checks (no file system access). Raises ConfigError naming the flag."""
         def positive(name, value=None, strict=True):
@@ -99,6 +113,12 @@ class TrainConfig:
         if self.attention not in ATTENTIONS:
             raise ConfigError("attention", f"unknown attention {self.attention!r}; choose one of "
                               f"{', '.join(ATTENTIONS)}")
+        if self.rnl_similarity not in RNL_SIMILARITIES:
+            raise ConfigError("rnl_similarity", f"must be one of {RNL_SIMILARITIES}, got "
+                              f"{self.rnl_similarity!r}")
+        if self.rnl_aggregation not in RNL_AGGREGATIONS:
+            raise ConfigError("rnl_aggregation", f"must be one of {RNL_AGGREGATIONS}, got "
+                              f"{self.rnl_aggregation!r}")
         if self.strategy not in STRATEGIES:
             raise ConfigError("strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.lr_schedule not in SCHEDULES:
@@ -114,7 +134,7 @@ class TrainConfig:
             positive(name)
         for name in ("weight_decay", "clip_grad_norm", "label_smoothing", "warmup_epochs",
                      "checkpoint_every_steps", "val_batch_size", "val_max_videos", "cpu_devices",
-                     "momentum"):
+                     "momentum", "query_chunk_size"):
             positive(name, strict=False)
         if self.steps_per_epoch is not None:
             positive("steps_per_epoch")

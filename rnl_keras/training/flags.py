@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from rnl_keras.training.config import (ATTENTIONS, MIXED_PRECISIONS, SCHEDULES, STRATEGIES,
+from rnl_keras.training.config import (ATTENTIONS, MIXED_PRECISIONS, RNL_AGGREGATIONS,
+                                       RNL_SIMILARITIES, SCHEDULES, STRATEGIES,
                                        TrainConfig)
 
 FLAGS = flags.FLAGS
@@ -61,6 +62,15 @@ flags.DEFINE_integer("base_width", 64, "Width of res2's bottleneck (ResNet-50: 6
 flags.DEFINE_list("placement", ["res3:0", "res3:2", "res4:0", "res4:2", "res4:4"],
                   "Where the attention blocks go: stage:block (0-based) after which a block is "
                   "inserted (the paper's 5: res3:0,res3:2,res4:0,res4:2,res4:4).")
+flags.DEFINE_enum("rnl_similarity", "gaussian", list(RNL_SIMILARITIES), "RNL similarity f: "
+                  "gaussian (softmax, eq. 5), dot (eq. 6) or cosine (eq. 7).")
+flags.DEFINE_enum("rnl_aggregation", "conv", list(RNL_AGGREGATIONS), "RNL region summary "
+                  "F_theta: channel-wise conv, avg or max pooling (Table II).")
+flags.DEFINE_boolean("key_subsample", False, "1x2x2 max-pool the keys and values of the RNL / NL "
+                     "blocks (about 4x less attention arithmetic and memory).")
+flags.DEFINE_integer("query_chunk_size", 0, "Bounded attention memory: RNL / NL attention in "
+                     "blocks of at most this many query rows, in training too (the backward "
+                     "recomputes each block instead of keeping it); same result. 0: off.")
 flags.DEFINE_boolean("channel_gate", False, "Add the authors' released GCNet-style channel gate "
                      "before the attention block after res3[0].")
 
@@ -155,7 +165,10 @@ def config_from_flags(flag_values=FLAGS) -> TrainConfig:
         attention=f.attention, shift=f.shift, fold_div=f.fold_div, dropout=f.dropout,
         resnet_variant=f.resnet_variant, pretrained_weights=f.pretrained_weights,
         channel_gate=f.channel_gate, stage_blocks=_parse_ints(f.stage_blocks, "stage_blocks"),
-        base_width=f.base_width, placement=_parse_placement(f.placement), epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
+        base_width=f.base_width, placement=_parse_placement(f.placement),
+        rnl_similarity=f.rnl_similarity, rnl_aggregation=f.rnl_aggregation,
+        key_subsample=f.key_subsample, query_chunk_size=f.query_chunk_size,
+        epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
         batch_size=f.batch_size, grad_accum_steps=f.grad_accum_steps, lr=f.lr,
         scale_lr_with_replicas=f.scale_lr_with_replicas,
         reference_batch_size=f.reference_batch_size, lr_schedule=f.lr_schedule,

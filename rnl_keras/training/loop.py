@@ -182,7 +182,7 @@ class Trainer:
                 dropout=cfg.dropout, resnet_variant=cfg.resnet_variant,
                 channel_gate_at=(cfg.placement[0],) if cfg.channel_gate else (),
                 weights=cfg.pretrained_weights, stage_blocks=cfg.stage_blocks,
-                base_width=cfg.base_width, placement=cfg.placement)
+                base_width=cfg.base_width, placement=cfg.placement, **cfg.block_kwargs())
             self.schedule = optim.make_schedule(cfg, self.steps_per_epoch)
             self.optimizer = optim.make_optimizer(cfg, self.steps_per_epoch, self.schedule)
             self.optimizer.build(self.model.trainable_variables)

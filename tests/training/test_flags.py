@@ -65,7 +65,8 @@ def test_batch_not_divisible_by_replicas(tiny_data, tmp_path):
 @pytest.mark.parametrize("bad,flag", [("--attention=transformer", "attention"),
                                       ("--epochs=0", "epochs"), ("--lr=-0.1", "lr"),
                                       ("--lr=0", "lr"), ("--dropout=1.5", "dropout"),
-                                      ("--resize_shorter=16", "resize_shorter")])
+                                      ("--resize_shorter=16", "resize_shorter"),
+                                      ("--query_chunk_size=-1", "query_chunk_size")])
 def test_out_of_range(tiny_data, tmp_path, bad, flag):
     _refused(data_flags(tiny_data) + [bad, f"--model_dir={tmp_path}/m"], flag)
 
@@ -100,3 +101,25 @@ def test_flagfiles_parse(name):
             (0.01, "step", 20, 50, 64, 0.9, 0.5, 8, 224)
     if name.endswith("released"):
         assert cfg.lr == 0.02 and cfg.lr_schedule == "cosine" and cfg.warmup_epochs > 0
+
+
+@pytest.mark.parametrize("attention", ["rnl", "nl"])
+def test_block_flags_reach_the_model(tiny_data, tmp_path, attention):
+    """--rnl_* / --key_subsample / --query_chunk_size configure the blocks the trainer builds."""
+    from rnl_keras.layers import NonLocal, RegionNonLocal
+    from rnl_keras.models import tsm_resnet50
+
+    cfg = _config(data_flags(tiny_data) + [
+        f"--model_dir={tmp_path}/m", f"--attention={attention}", "--rnl_similarity=cosine",
+        "--rnl_aggregation=max", "--key_subsample", "--query_chunk_size=96"])
+    model = tsm_resnet50(cfg.num_classes, num_frames=4, attention=cfg.attention, image_size=32,
+                         stage_blocks=(1, 1, 1, 1), base_width=8, placement=(("res3", 0),),
+                         **cfg.block_kwargs())
+    blocks = [layer for layer in model.layers if isinstance(layer, (RegionNonLocal, NonLocal))]
+    assert len(blocks) == 1
+    block = blocks[0]
+    assert block.query_chunk_size == 96
+    if attention == "rnl":
+        assert (block.similarity, block.aggregation, block.key_subsample) == ("cosine", "max", True)
+    else:
+        assert block.subsample

@@ -16,7 +16,10 @@ the compute dtype, so ``mixed_bfloat16`` stays stable.
 Memory: the Gaussian and cosine forms need the (N_q, N_k) weight matrix; ``query_chunk_size``
 builds it ``query_chunk_size`` query rows at a time, in sequence, so the peak is
 O(query_chunk_size * N_k) instead of O(N_q * N_k). The dot-product form is linear in w, so it is
-computed as q (k^T v) / N_k: O(N d^2) arithmetic and no N x N matrix at all.
+computed as q (k^T v) / N_k: O(N d^2) arithmetic and no N x N matrix at all. In training, plain
+autodiff keeps every weight block for the backward pass (O(N_q * N_k) again);
+``recompute_grad=True`` recomputes them in the backward instead (``attention_recompute``), so the
+blocked paths stay O(block * N_k + N d) with gradients too.
 
 Speed (all exact up to float32 rounding):
 
@@ -36,6 +39,8 @@ import math
 
 import keras
 from keras import ops
+
+from rnl_keras.layers.graph_order import after
 
 SIMILARITIES = ("gaussian", "dot", "cosine")
 
@@ -101,24 +106,26 @@ def query_rows_weights(queries, keys, query_positions, similarity):
     return attention_weights(rows, keys, similarity)
 
 
-def _after(x, dependency):
-    """Return ``x`` ordered after ``dependency`` in a TF graph, so chunks run one at a time."""
-    tf = _tf()
-    if tf is not None and dependency is not None and not tf.executing_eagerly():
-        with tf.control_dependencies([dependency]):
-            return tf.identity(x)
-    return x
+def _rows_forward(query, key, value, similarity):
+    """(y, L) for a block of query rows against all keys (the N_q x N_k weights materialised).
+
+    L (B, N_q, 1) float32 is the Gaussian log-sum-exp L_i = m_i + log(sum_j e_ij) kept for the
+    recomputing backward (``attention_recompute``); None for the cosine form.
+    """
+    logits = _logits(query, key)
+    if similarity == "gaussian":
+        row_max = ops.max(logits, axis=-1, keepdims=True)
+        e = ops.exp(logits - row_max)
+        total = ops.sum(e, axis=-1, keepdims=True)
+        y = ops.matmul(ops.cast(e, value.dtype), value)
+        return y / ops.cast(total, y.dtype), row_max + ops.log(total)
+    weights = ops.relu(logits) / ops.cast(num_rows(key), "float32")
+    return ops.matmul(ops.cast(weights, value.dtype), value), None
 
 
 def _rows_attend(query, key, value, similarity):
     """y for a block of query rows against all keys (the N_q x N_k weights materialised)."""
-    logits = _logits(query, key)
-    if similarity == "gaussian":
-        e = ops.exp(logits - ops.max(logits, axis=-1, keepdims=True))
-        y = ops.matmul(ops.cast(e, value.dtype), value)
-        return y / ops.cast(ops.sum(e, axis=-1, keepdims=True), y.dtype)
-    weights = ops.relu(logits) / ops.cast(num_rows(key), "float32")
-    return ops.matmul(ops.cast(weights, value.dtype), value)
+    return _rows_forward(query, key, value, similarity)[0]
 
 
 def _symmetric_blocks(n, query_chunk_size):
@@ -136,8 +143,12 @@ def _symmetric_blocks(n, query_chunk_size):
     return math.ceil(n / count)  # balanced: equal blocks, the last one at most this long
 
 
-def _symmetric_attend(points, value, similarity, block):
-    """y = w(P, P) V using S_ba = S_ab^T: only the blocks on and above the diagonal are built."""
+def _symmetric_forward(points, value, similarity, block):
+    """(y, L): y = w(P, P) V using S_ba = S_ab^T, only the blocks on and above the diagonal built.
+
+    L (B, N, 1) float32 is the Gaussian log-sum-exp m_i + log(l_i) of every row (kept for the
+    recomputing backward of ``attention_recompute``); None for the cosine form.
+    """
     n = points.shape[1]
     starts = list(range(0, n, block))
     p_blocks = [points[:, s:s + block] for s in starts]
@@ -180,42 +191,80 @@ def _symmetric_attend(points, value, similarity, block):
 
     for a in range(count):
         for b in range(a, count):
-            scores = _logits(_after(p_blocks[a], last), p_blocks[b])   # S_ab, float32
+            scores = _logits(after(p_blocks[a], last), p_blocks[b])   # S_ab, float32
             update(a, scores, v_blocks[b], transposed=False)
             if b != a:
                 update(b, scores, v_blocks[a], transposed=True)      # S_ba = S_ab^T
     if gaussian:
         outputs = [acc[i] / l[i] for i in range(count)]
+        stats = _concat([m[i] + ops.log(l[i]) for i in range(count)])
     else:
         n_keys = float(n)
         outputs = [acc[i] / n_keys for i in range(count)]
-    out = outputs[0] if count == 1 else ops.concatenate(outputs, axis=1)
-    return ops.cast(out, value.dtype)
+        stats = None
+    return ops.cast(_concat(outputs), value.dtype), stats
 
 
-def attend(query, key, value, similarity, query_chunk_size=None, symmetric=False):
+def _concat(blocks):
+    return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=1)
+
+
+def _symmetric_attend(points, value, similarity, block):
+    """y = w(P, P) V using S_ba = S_ab^T: only the blocks on and above the diagonal are built."""
+    return _symmetric_forward(points, value, similarity, block)[0]
+
+
+def attend(query, key, value, similarity, query_chunk_size=None, symmetric=False,
+           recompute_grad=False):
     """y = w(query, key) @ value, chunked over query rows when ``query_chunk_size`` is set.
 
     ``symmetric=True`` states that ``key`` holds the same numbers as ``query`` (RNL without key
     sub-sampling); the Gaussian and cosine forms then build only half of Q K^T, in square blocks
-    (see the module docstring), with the same result up to float32 rounding.
+    (see the module docstring), with the same result up to float32 rounding. The gradient then
+    reaches ``query`` (and ``value``) only.
+
+    ``recompute_grad=True`` (TensorFlow backend): on the blocked paths of the Gaussian and cosine
+    forms (symmetric blocks, or row chunks with ``query_chunk_size`` < N_q) the backward pass
+    recomputes the score blocks instead of keeping them (``attention_recompute``), so training
+    memory stays O(block * N_k + N d) too. Same forward numbers; elsewhere it changes nothing.
     """
     if similarity not in SIMILARITIES:
         raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
     if similarity == "dot":
         context = _matmul(key, value, transpose_a=True)  # (B, d, dv)
         return ops.matmul(query, context) / ops.cast(num_rows(key), value.dtype)
+    recompute = recompute_grad and _tf() is not None
     n_queries = query.shape[1]
     if symmetric and n_queries is not None and key.shape[1] == n_queries:
         block = _symmetric_blocks(n_queries, query_chunk_size)
         if block is not None:
+            if recompute:
+                from rnl_keras.layers import attention_recompute
+
+                return attention_recompute.symmetric_attend(query, value, similarity, block)
             return _symmetric_attend(query, value, similarity, block)
     if not query_chunk_size or n_queries is None or query_chunk_size >= n_queries:
         return _rows_attend(query, key, value, similarity)
-    outputs = []
-    for start in range(0, n_queries, query_chunk_size):
+    if recompute and key.shape[1] is not None:
+        from rnl_keras.layers import attention_recompute
+
+        return attention_recompute.chunked_attend(query, key, value, similarity,
+                                                  int(query_chunk_size))
+    return _chunked_attend(query, key, value, similarity, query_chunk_size)
+
+
+def _chunked_attend(query, key, value, similarity, query_chunk_size, with_stats=False):
+    """y (and, with ``with_stats``, the rows' L or None) computed ``query_chunk_size`` rows at a
+    time, in sequence."""
+    outputs, stats = [], []
+    for start in range(0, query.shape[1], query_chunk_size):
         rows = query[:, start:start + query_chunk_size]
         if outputs:
-            rows = _after(rows, outputs[-1])
-        outputs.append(_rows_attend(rows, key, value, similarity))
-    return ops.concatenate(outputs, axis=1)
+            rows = after(rows, outputs[-1])
+        y, lse = _rows_forward(rows, key, value, similarity)
+        outputs.append(y)
+        stats.append(lse)
+    y = ops.concatenate(outputs, axis=1)
+    if not with_stats:
+        return y
+    return y, (None if stats[0] is None else _concat(stats))

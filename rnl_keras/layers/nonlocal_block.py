@@ -4,7 +4,8 @@
     y_i = sum_j softmax_j(theta_i . phi_j) g_j          paper eq. (1) with the embedded Gaussian f
     z = BN(y W + b) + x                                 BN gamma = beta = 0 at init (identity)
 
-``subsample=True`` max-pools phi and g by 1x2x2, as in the NL paper.
+``subsample=True`` max-pools phi and g by 1x2x2, as in the NL paper. ``query_chunk_size`` bounds
+the attention memory (query rows in chunks; in training the backward recomputes each chunk).
 """
 import keras
 
@@ -54,7 +55,8 @@ class NonLocal(keras.layers.Layer):
 
     def call(self, x, training=None):
         queries, keys, values = self.embeddings(x)
-        y = attention_ops.attend(queries, keys, values, "gaussian", self.query_chunk_size)
+        y = attention_ops.attend(queries, keys, values, "gaussian", self.query_chunk_size,
+                                 recompute_grad=bool(training) and self.query_chunk_size is not None)
         return project_and_add(y, self.w, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):

@@ -60,7 +60,9 @@ class RegionNonLocal(keras.layers.Layer):
         kernel_size: region size (kt, kh, kw) of F_theta, odd; 3x7x7 in res3, 3x3x3 in res4.
         reduction: C' = C / reduction channels for v and p (2 in the paper).
         query_chunk_size: build the attention this many query rows at a time (same output,
-            O(N * chunk) memory instead of O(N^2)). ``None``: without key sub-sampling the
+            O(N * chunk) memory instead of O(N^2)); in training the backward then recomputes
+            each block instead of keeping it (``attention_recompute``), so training memory is
+            bounded too. ``None``: without key sub-sampling the
             Gaussian / cosine forms still run in blocks of ``attention_ops.DEFAULT_BLOCK`` rows
             (the symmetric path, which halves P P^T); with it, the matrix is built at once.
         key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
@@ -144,7 +146,8 @@ class RegionNonLocal(keras.layers.Layer):
         queries, keys, values = self.embeddings(x)
         # Without key sub-sampling the keys are the queries (S = P P^T): attend builds half of S.
         y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size,
-                                 symmetric=not self.key_subsample)
+                                 symmetric=not self.key_subsample,
+                                 recompute_grad=bool(training) and self.query_chunk_size is not None)
         return project_and_add(y, self.w_z, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):

@@ -33,3 +33,32 @@ def test_parameter_count_matches_table_iii_block():
     layer.build((1, 8, 28, 28, 512))
     count = sum(int(np.prod(w.shape)) for w in layer.trainable_weights)
     assert count == 4 * 512 * 256 + 3 * 256 + 512 + 2 * 512
+
+
+def test_chunked_training_recomputes_the_same_gradients(rng):
+    """query_chunk_size in training: the recomputing backward equals plain autodiff."""
+    import tensorflow as tf
+
+    x = tf.constant(rng.normal(0, 1, (2, 4, 6, 8, 16)).astype("float32"))
+    r = rng.normal(0, 1, x.shape).astype("float32")
+    grads = []
+    for chunk in (None, 40):
+        layer = NonLocal(query_chunk_size=chunk)
+        layer.build(x.shape)
+        if chunk is None:
+            nl_weights(layer, rng)
+            weights = layer.get_weights()
+        else:
+            layer.set_weights(weights)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * r)
+        grads.append([np.asarray(g) for g in tape.gradient(loss, [x] + layer.trainable_weights)])
+    # phi's bias (a constant per softmax row), g's and W's biases (a constant per channel before a
+    # training-mode BN) have a gradient of exactly 0: both sides must be float32 noise there.
+    scale = max(np.abs(a).max() for a in grads[0])
+    for name, a, b in zip(["x"] + [w.path for w in layer.trainable_weights], *grads):
+        if name.endswith(("phi/bias", "g/bias", "w/bias")):
+            assert max(np.abs(a).max(), np.abs(b).max()) <= 1e-3 * scale, name
+        else:
+            assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name

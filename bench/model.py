@@ -1,4 +1,5 @@
-"""Full-model speed: TSM-R50 baseline vs +5 RNL (with / without key sub-sampling) vs +5 NL.
+"""Full-model speed: TSM-R50 baseline vs +5 RNL (with / without key sub-sampling, and with
+query_chunk_size=1024: bounded memory, recomputing backward in training) vs +5 NL.
 
     python bench/model.py [--quick] [--iters=2] [--json=bench/results/model.json]
 
@@ -15,6 +16,7 @@ from common import machine, set_policy, time_fn, write_json
 
 MODELS = {"baseline": ("none", {}), "rnl": ("rnl", {}),
           "rnl_key_subsample": ("rnl", {"rnl_kwargs": {"key_subsample": True}}),
+          "rnl_chunk1024": ("rnl", {"rnl_kwargs": {"query_chunk_size": 1024}}),
           "nl": ("nl", {})}
 PAPER = {"resnet_variant": "torchvision", "use_conv_bias": False}
 

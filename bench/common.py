@@ -22,6 +22,8 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 RESULTS = os.path.join(ROOT, "bench", "results")
 
+import rnl_keras  # noqa: E402,F401  (before TensorFlow: the package's oneDNN default applies)
+
 # Table I shapes of the RNL blocks (channels-last clips, T = 8).
 SHAPES = {"res3": (8, 28, 28, 512), "res4": (8, 14, 14, 1024)}
 KERNELS = {"res3": (3, 7, 7), "res4": (3, 3, 3)}
@@ -68,7 +70,8 @@ def matmul_rate(n=4096, dtype="float32", iters=3):
 
 def machine():
     info = {"python": platform.python_version(), "cpus": os.cpu_count(),
-            "load_avg_1_5_15": os.getloadavg()}
+            "load_avg_1_5_15": os.getloadavg(),
+            "TF_ENABLE_ONEDNN_OPTS": os.environ.get("TF_ENABLE_ONEDNN_OPTS")}
     try:
         import tensorflow as tf
 

@@ -8,7 +8,9 @@ res4) at res3 (B, 8, 28, 28, 512) and res4 (B, 8, 14, 14, 1024), B = 1: forward 
 forward+backward, float32 and mixed_bfloat16, with
   materialised  the whole N x N weight matrix at once (attention_ops.DEFAULT_BLOCK = None, the
                 pre-optimisation behaviour), and
-  chunk=1024    query_chunk_size=1024: the symmetric blocked path (balanced 896-blocks at res3).
+  chunk=1024    query_chunk_size=1024: the symmetric blocked path (balanced 896-blocks at res3);
+                in forward+backward the recomputing backward (attention_recompute: bounded
+                memory, one more P P^T of arithmetic than autodiff, not counted in the rate).
 (query_chunk_size=None now takes the symmetric blocked path too, with DEFAULT_BLOCK = 1024.)
 Achieved rate = true multiply-adds (rnl_keras.profiling: attention products counted in full,
 2 N^2 C') x 2 / time, in GFLOP/s; forward+backward counts 3x the forward multiply-adds. A rate

@@ -99,6 +99,13 @@ def test_keras_file_round_trip(tmp_path, rng):
     assert _trainable(clone) == _trainable(model)
 
 
+# Biases whose gradient is exactly 0 in exact arithmetic (float32 leaves rounding noise, or 0):
+# the gate's key bias and NL's phi bias add a constant to every logit of a softmax; g's, W's and
+# W_z's biases add a constant per channel right before a training-mode BatchNorm.
+ANALYTICALLY_ZERO_GRADIENT = ("gate/w_k/bias", "nl/phi/bias", "nl/g/bias", "nl/w/bias",
+                              "rnl/w_z/bias")
+
+
 @pytest.mark.parametrize("attention", ["se+rnl", "nl", "se", "gate"])
 def test_a_gradient_reaches_every_trainable_weight(attention, rng):
     model = tsm_resnet50(5, attention=attention, channel_gate_at=(("res3", 0),), **SMALL)
@@ -107,8 +114,9 @@ def test_a_gradient_reaches_every_trainable_weight(attention, rng):
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(tf.square(model(clip, training=True)))
     grads = tape.gradient(loss, model.trainable_weights)
+    assert not [w.path for w, g in zip(model.trainable_weights, grads) if g is None]
     dead = [w.path for w, g in zip(model.trainable_weights, grads)
-            if g is None or not np.any(np.asarray(g))]
+            if not w.path.endswith(ANALYTICALLY_ZERO_GRADIENT) and not np.any(np.asarray(g))]
     assert not dead, f"no gradient reaches {dead}"
 
 

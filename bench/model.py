@@ -6,10 +6,13 @@ query_chunk_size=1024: bounded memory, recomputing backward in training) vs +5 N
 8 x 224 x 224 clips, 400 classes, the paper's backbone (torchvision layout, no conv biases),
 float32 (and mixed_bfloat16 inference for the baseline and +5 RNL). Inference: clips/s at batch 1
 and 8 (tf.function, training=False). Training: seconds per SGD step at batch 1 (forward, backward,
-update). Warm-up calls (tracing) are excluded; times are minima over the timed iterations; all
-ratios to the baseline come from this same run. Multiply-adds from rnl_keras.profiling.
+update). All models are built first and timed in interleaved rounds (each round times every model
+once), so a transient disturbance of a shared machine cannot fall on one model only; warm-up
+calls (tracing) are excluded; times are minima over the rounds; all ratios to the baseline come
+from this same run. Multiply-adds from rnl_keras.profiling.
 """
 import argparse
+import statistics
 import sys
 
 from common import machine, set_policy, time_fn, write_json
@@ -22,21 +25,54 @@ PAPER = {"resnet_variant": "torchvision", "use_conv_bias": False}
 
 
 def build(name, dtype):
-    import keras
-
     from rnl_keras.models.tsm_resnet import tsm_resnet50
 
-    keras.backend.clear_session()
     set_policy(dtype)
     attention, kwargs = MODELS[name]
-    model = tsm_resnet50(400, num_frames=8, attention=attention, image_size=224, **PAPER, **kwargs)
+    model = tsm_resnet50(400, num_frames=8, attention=attention, image_size=224,
+                         name=f"{name}_{dtype}", **PAPER, **kwargs)
+    set_policy("float32")
     return model
+
+
+def train_step_fn(model):
+    import keras
+    import tensorflow as tf
+
+    opt = keras.optimizers.SGD(0.01, momentum=0.9)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    weights = model.trainable_weights
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as tape:
+            loss = loss_fn(y, model(x, training=True))
+        opt.apply_gradients(zip(tape.gradient(loss, weights), weights))
+        return loss
+    return step
+
+
+def timed_rounds(fns, args, rounds):
+    """Interleaved timing: every round times each function once, in turn (after one warm-up
+    call each), so a disturbance of the shared machine hits one round of every model rather than
+    all of one model's measurements. Returns {key: time_fn-like dict over the rounds}."""
+    walls = {key: [] for key in fns}
+    cpus = {key: [] for key in fns}
+    for key, fn in fns.items():
+        time_fn(fn, *args, warmup=1, iters=1)   # tracing + a warm-up call, not counted
+    for _ in range(rounds):
+        for key, fn in fns.items():
+            t = time_fn(fn, *args, warmup=0, iters=1)
+            walls[key].append(t["min_s"])
+            cpus[key].append(t["cpu_s"])
+    return {key: {"min_s": min(walls[key]), "median_s": statistics.median(walls[key]),
+                  "cpu_s": min(cpus[key]), "iters": rounds} for key in fns}
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="1 timed iteration per figure")
-    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--quick", action="store_true", help="2 timing rounds instead of --rounds")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--bf16_models", default="baseline,rnl")
     parser.add_argument("--json", default="model.json")
@@ -45,48 +81,37 @@ def main(argv=None):
 
     from rnl_keras.profiling import count_macs
 
-    iters = 1 if args.quick else args.iters
-    results = {"machine": machine(), "units": {"infer": "seconds per clip (min wall over iters); cpu_s = process CPU-seconds "
+    rounds = 2 if args.quick else args.rounds
+    results = {"machine": machine(), "units": {"infer": "seconds per clip (min wall over the "
+                                               "interleaved rounds); cpu_s = process CPU-seconds "
                                                "(all threads), less sensitive to other jobs",
                                                "train": "seconds per step, batch 1"}, "models": {}}
     print(results["machine"])
     rng = tf.random.Generator.from_seed(0)
     jobs = [(m, "float32") for m in args.models.split(",")]
     jobs += [(m, "bfloat16") for m in args.bf16_models.split(",") if m]
-    for name, dtype in jobs:
-        model = build(name, dtype)
+    models = {f"{name}:{dtype}": build(name, dtype) for name, dtype in jobs}
+    for key, model in models.items():
         macs = count_macs(model)
-        infer = tf.function(lambda x: model(x, training=False))
-        row = {"dtype": dtype, "true_gmacs": macs["true"] / 1e9, "paper_gmacs": macs["paper"] / 1e9,
-               "executed_gmacs": macs["executed"] / 1e9}
-        for batch in (1, 8):
-            x = rng.normal((batch, 8, 224, 224, 3))
-            t = time_fn(infer, x, warmup=1, iters=iters if batch == 8 else max(iters, 2))
-            row[f"infer_b{batch}"] = {"s_per_clip": t["min_s"] / batch,
-                                      "clips_per_s": batch / t["min_s"], **t}
-            print(f"{name:<18} {dtype:<8} infer b{batch}: {t['min_s'] / batch:.3f} s/clip "
-                  f"(median {t['median_s'] / batch:.3f}, cpu {t['cpu_s'] / batch:.3f})", flush=True)
-        if dtype == "float32":
-            import keras
-
-            opt = keras.optimizers.SGD(0.01, momentum=0.9)
-            loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-            weights = model.trainable_weights
-
-            @tf.function
-            def step(x, y):
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(y, model(x, training=True))
-                opt.apply_gradients(zip(tape.gradient(loss, weights), weights))
-                return loss
-            x = rng.normal((1, 8, 224, 224, 3))
-            y = tf.constant([3])
-            t = time_fn(step, x, y, warmup=1, iters=iters)
-            row["train_b1"] = {"s_per_step": t["min_s"], **t}
-            print(f"{name:<18} {dtype:<8} train b1: {t['min_s']:.3f} s/step "
-                  f"(median {t['median_s']:.3f})", flush=True)
-        results["models"][f"{name}:{dtype}"] = row
-        del model
+        results["models"][key] = {"dtype": key.split(":")[1], "true_gmacs": macs["true"] / 1e9,
+                                  "paper_gmacs": macs["paper"] / 1e9,
+                                  "executed_gmacs": macs["executed"] / 1e9}
+    infer = {key: tf.function(lambda x, m=model: m(x, training=False))
+             for key, model in models.items()}
+    for batch in (1, 8):
+        x = rng.normal((batch, 8, 224, 224, 3))
+        for key, t in timed_rounds(infer, (x,), rounds).items():
+            results["models"][key][f"infer_b{batch}"] = {
+                "s_per_clip": t["min_s"] / batch, "clips_per_s": batch / t["min_s"], **t}
+            print(f"{key:<28} infer b{batch}: {t['min_s'] / batch:.3f} s/clip (median "
+                  f"{t['median_s'] / batch:.3f}, cpu {t['cpu_s'] / batch:.3f})", flush=True)
+    steps = {key: train_step_fn(model) for key, model in models.items()
+             if key.endswith(":float32")}
+    x, y = rng.normal((1, 8, 224, 224, 3)), tf.constant([3])
+    for key, t in timed_rounds(steps, (x, y), rounds).items():
+        results["models"][key]["train_b1"] = {"s_per_step": t["min_s"], **t}
+        print(f"{key:<28} train b1: {t['min_s']:.3f} s/step (median {t['median_s']:.3f})",
+              flush=True)
     base = results["models"].get("baseline:float32")
     print(f"\n{'model':<28} {'true GMACs':>10} {'MAC ratio':>9} | {'b1 s/clip':>9} {'b8 s/clip':>9} "
           f"{'b8 ratio':>8} | {'train s':>7} {'ratio':>6}")

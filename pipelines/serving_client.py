@@ -21,6 +21,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import rnl_keras  # noqa: E402,F401  (before TensorFlow loads: the package's oneDNN default)
 
 from absl import app, flags  # noqa: E402
 

@@ -20,6 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import rnl_keras  # noqa: E402,F401  (before TensorFlow loads: the package's oneDNN default)
 
 from absl import app, flags  # noqa: E402
 

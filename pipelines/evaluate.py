@@ -57,6 +57,7 @@ def main(argv):
     from rnl_keras.data import BadSampleLog, DataConfig, ListFileError, make_eval_dataset
     from rnl_keras.data import validate_list_file
     from rnl_keras.evaluation import draw_confusion_matrix, summarize, write_report
+    from rnl_keras.atomic_io import write_atomic
     from rnl_keras.evaluation.evaluator import collect_predictions
     from rnl_keras.export.labels import LabelsError, resolve_labels
     try:
@@ -114,8 +115,11 @@ def main(argv):
     write_report(report, FLAGS.report)
     if FLAGS.predictions:
         import numpy as np
-        os.makedirs(os.path.dirname(os.path.abspath(FLAGS.predictions)), exist_ok=True)
-        np.savez_compressed(FLAGS.predictions, **preds)
+
+        def save_predictions(tmp):
+            with open(tmp, "wb") as f:   # a file object: savez adds no ".npz" to the name
+                np.savez_compressed(f, **preds)
+        write_atomic(FLAGS.predictions, save_predictions)
     if FLAGS.confusion_png:
         names = class_names or [str(i) for i in range(num_classes)]
         draw_confusion_matrix(cm, FLAGS.confusion_png, class_names=names)

@@ -108,10 +108,6 @@ def _read_report(path: str) -> dict:
         return {}
 
 
-def _write_json_atomic(path: str, data: dict) -> None:
-    write_json_atomic(path, data)
-
-
 def export_model(model, export_dir: str, name: str, labels_file: str | None = None, *,
                  num_frames: int | None = None, image_size: int | None = None,
                  resize_shorter: int | None = None, top_k: int = 5, tflite: bool = True,
@@ -214,8 +210,8 @@ def export_model(model, export_dir: str, name: str, labels_file: str | None = No
         all_reports = _read_report(report_path)
         versions = all_reports.get("versions") if isinstance(all_reports.get("versions"), dict) else {}
         versions[str(version)] = report
-        _write_json_atomic(report_path, {"name": name, "latest_version": max(int(v) for v in versions),
-                                         "versions": versions})
+        write_json_atomic(report_path, {"name": name, "latest_version": max(int(v) for v in versions),
+                                        "versions": versions})
         report["report_file"] = report_path
         log(f"export: wrote {name} version {version} to {version_dir} in "
             f"{report['total_seconds']:.0f} s")

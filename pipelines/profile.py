@@ -27,6 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import flags  # noqa: E402
 
+from rnl_keras.layers.attention_ops import SIMILARITIES  # noqa: E402
+from rnl_keras.layers.region_nonlocal import AGGREGATIONS  # noqa: E402
 from rnl_keras.models.tsm_resnet import ATTENTIONS  # noqa: E402
 from rnl_keras.profiling.macs import TABLE_III, profile_models  # noqa: E402
 
@@ -41,8 +43,8 @@ flags.DEFINE_integer("image_size", 224, "square input size", lower_bound=32, fla
 flags.DEFINE_integer("num_classes", 400, "classifier outputs", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_bool("rnl_key_subsample", False, "RNL with 1x2x2 max-pooled keys and values", flag_values=FLAGS)
 flags.DEFINE_bool("nl_subsample", False, "NL with 1x2x2 max-pooled phi and g", flag_values=FLAGS)
-flags.DEFINE_enum("rnl_similarity", "gaussian", ["gaussian", "dot", "cosine"], "RNL f(.,.)", flag_values=FLAGS)
-flags.DEFINE_enum("rnl_aggregation", "conv", ["conv", "avg", "max"], "RNL F_theta", flag_values=FLAGS)
+flags.DEFINE_enum("rnl_similarity", "gaussian", list(SIMILARITIES), "RNL f(.,.)", flag_values=FLAGS)
+flags.DEFINE_enum("rnl_aggregation", "conv", list(AGGREGATIONS), "RNL F_theta", flag_values=FLAGS)
 flags.DEFINE_enum("resnet_variant", "torchvision", ["torchvision", "keras"],
                   "backbone layout (the paper's is torchvision's)", flag_values=FLAGS)
 flags.DEFINE_bool("use_conv_bias", False,

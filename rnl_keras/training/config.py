@@ -12,6 +12,8 @@ ATTENTIONS = ("none", "nl", "se", "gate", "rnl", "se+rnl")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SCHEDULES = ("step", "cosine", "constant")
 MIXED_PRECISIONS = ("none", "bfloat16")
+# Copies of the layers' own tuples (attention_ops.SIMILARITIES, region_nonlocal.AGGREGATIONS), so
+# that flags are checked without importing Keras; tests/training/test_flags.py pins them equal.
 RNL_SIMILARITIES = ("gaussian", "dot", "cosine")
 RNL_AGGREGATIONS = ("conv", "avg", "max")
 

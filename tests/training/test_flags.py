@@ -123,3 +123,15 @@ def test_block_flags_reach_the_model(tiny_data, tmp_path, attention):
         assert (block.similarity, block.aggregation, block.key_subsample) == ("cosine", "max", True)
     else:
         assert block.subsample
+
+
+def test_block_choices_are_the_layers_own():
+    """The trainer's (Keras-free) copies of the RNL choices are exactly the layers' tuples."""
+    from rnl_keras.layers.attention_ops import SIMILARITIES
+    from rnl_keras.layers.region_nonlocal import AGGREGATIONS
+    from rnl_keras.models.tsm_resnet import ATTENTIONS as MODEL_ATTENTIONS
+    from rnl_keras.training import config
+
+    assert config.RNL_SIMILARITIES == SIMILARITIES
+    assert config.RNL_AGGREGATIONS == AGGREGATIONS
+    assert config.ATTENTIONS == MODEL_ATTENTIONS

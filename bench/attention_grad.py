@@ -23,7 +23,7 @@ import json
 import os
 import sys
 
-from common import allocator_peak_mb, machine, run_subprocess, time_fn, write_json
+from common import allocator_peak_mb, print_table_start, run_subprocess, time_fn, write_json
 
 BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}   # allocator statistics (set before TF starts)
 
@@ -69,13 +69,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.worker:
         return worker(json.loads(args.worker))
-    info = machine()
-    print(info)
-    print(__doc__.split("Peak memory, method:")[1].split("Times:")[0].strip().replace("\n", " "))
     header = (f"{'path':<9} {'sim':<8} {'B':>2} {'N':>6} {'block':>5} {'recompute':>9} | "
               f"{'f+b min s':>9} {'cpu s':>7} | {'peak MB':>8} {'above inputs MB':>15}")
-    print(header)
-    print("-" * len(header))
+    info = print_table_start(__doc__, header)
     rows = []
     script = os.path.abspath(__file__)
     for recompute in (False, True):

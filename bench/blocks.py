@@ -22,8 +22,8 @@ import json
 import os
 import sys
 
-from common import (KERNELS, SHAPES, allocator_peak_mb, machine, maxrss_mb, run_subprocess, time_fn,
-                    write_json)
+from common import (KERNELS, SHAPES, allocator_peak_mb, maxrss_mb, print_table_start,
+                    run_subprocess, time_fn, write_json)
 
 BLOCKS = ("rnl-conv", "rnl-avg", "rnl-max", "rnl-conv materialised", "nl", "nl-sub", "se")
 
@@ -117,13 +117,9 @@ def main(argv=None):
     if args.worker:
         return worker(json.loads(args.worker))
     iters = 1 if args.quick else args.iters
-    info = machine()
-    print(info)
-    print(__doc__.split("Peak memory, method:")[1].split("Times:")[0].strip().replace("\n", " "))
     header = (f"{'shape':<5} {'B':>2} {'block':<22} {'chunk':>6} {'GMACs':>7} | {'fwd s':>7} "
               f"{'fwd MB':>8} {'RSS MB':>7} | {'f+b s':>7} {'f+b MB':>8} {'RSS MB':>7}")
-    print(header)
-    print("-" * len(header))
+    info = print_table_start(__doc__, header)
     rows = []
     script = os.path.abspath(__file__)
     for cfg in configs(args.quick):

@@ -90,6 +90,17 @@ def machine():
     return info
 
 
+def print_table_start(doc, header):
+    """Print the machine, the "Peak memory, method:" paragraph of a bench's docstring ``doc`` and
+    the table ``header`` with its rule; returns the machine info."""
+    info = machine()
+    print(info)
+    print(doc.split("Peak memory, method:")[1].split("Times:")[0].strip().replace("\n", " "))
+    print(header)
+    print("-" * len(header))
+    return info
+
+
 def maxrss_mb():
     """Peak resident set size of this process so far, MB (Linux: ru_maxrss is in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

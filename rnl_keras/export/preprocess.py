@@ -17,7 +17,6 @@ import tensorflow as tf
 from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
-
 # ----------------------------------------------------------------------------- TensorFlow
 
 

@@ -174,5 +174,4 @@ def _done(*tensors):
 
 
 def _concat(blocks, dtype):
-    out = blocks[0] if len(blocks) == 1 else tf.concat(blocks, axis=1)
-    return tf.cast(out, dtype)
+    return tf.cast(attention_ops._concat(blocks), dtype)

@@ -66,11 +66,6 @@ def default_keras_out(path: str) -> str:
     return os.path.abspath(name + ".keras")
 
 
-def save_keras_atomic(model, path: str) -> None:
-    """model.save to a temporary file in the target directory, then rename."""
-    write_atomic(path, model.save)
-
-
 def run_export(model, keras_path: str, name: str, export_dir: str, labels: str | None,
                tflite: bool, resize_shorter: int | None) -> None:
     """SavedModel (+ TFLite) through rnl_keras.export, or pipelines/export.py when the library
@@ -141,7 +136,7 @@ def main(argv):
     if keras_out is None and not FLAGS.export:
         keras_out = default_keras_out(path)
     if keras_out:
-        save_keras_atomic(model, keras_out)
+        write_atomic(keras_out, model.save)
         print(f"wrote {keras_out} ({model.count_params():,} weights, T={num_frames}, "
               f"input (B, {num_frames}, {FLAGS.image_size}, {FLAGS.image_size}, 3) "
               "ImageNet-normalised RGB)")
@@ -155,7 +150,7 @@ def main(argv):
                 try:
                     from rnl_keras.export import export_model  # noqa: F401
                 except ImportError:
-                    save_keras_atomic(model, keras_tmp)
+                    write_atomic(keras_tmp, model.save)
             run_export(model, keras_out or (keras_tmp if temp_dir else None), FLAGS.export,
                        FLAGS.export_dir, FLAGS.labels, FLAGS.tflite, FLAGS.resize_shorter)
         finally:

@@ -112,15 +112,6 @@ def check_data(cfg: TrainConfig) -> int:
     return count
 
 
-def _atomic_json(path: str, payload: dict) -> None:
-    write_json_atomic(path, payload, sort_keys=True)
-
-
-def save_model_atomic(model, path: str) -> None:
-    """``model.save`` to a temporary ``.keras`` file, then ``os.replace`` onto ``path``."""
-    write_atomic(path, model.save)
-
-
 @dataclasses.dataclass
 class _Counters:
     epoch: tf.Variable
@@ -376,7 +367,8 @@ class Trainer:
         if self.chief and cfg.classes_file and os.path.isfile(cfg.classes_file):
             shutil.copyfile(cfg.classes_file, os.path.join(cfg.model_dir, "classes.txt"))
         if self.chief:
-            _atomic_json(os.path.join(cfg.model_dir, "config.json"), cfg.to_dict())
+            write_json_atomic(os.path.join(cfg.model_dir, "config.json"), cfg.to_dict(),
+                              sort_keys=True)
         self._print(
             f"Training {self.model.name}: {self.model.count_params():,} params, "
             f"strategy={cfg.strategy} ({self.replicas} replica(s), "
@@ -453,7 +445,7 @@ class Trainer:
                     c.best_top1.assign(val["top1"])
                     c.best_epoch.assign(epoch + 1)
                     if self.chief:
-                        save_model_atomic(self.model, os.path.join(cfg.model_dir, "best.keras"))
+                        write_atomic(os.path.join(cfg.model_dir, "best.keras"), self.model.save)
                 self._print(f"Epoch {epoch + 1}: val top-1 {val['top1']:.4f} top-5 "
                             f"{val['top5']:.4f} loss {val['loss']:.4f} ({val['num_videos']} "
                             f"videos); best top-1 {float(c.best_top1.numpy()):.4f} (epoch "
@@ -468,7 +460,7 @@ class Trainer:
             c.step_in_epoch.assign(0)
             history.append(record)
             if self.chief:
-                _atomic_json(self._history_path(), history)
+                write_json_atomic(self._history_path(), history, sort_keys=True)
                 self.writer.flush()
             self._save_checkpoint()
         return self._finish(history, run_start, steps_this_run, train_time_run, first_losses)
@@ -478,7 +470,7 @@ class Trainer:
         digest = weights_digest(self.model)
         slots_digest = weights_digest(self.optimizer.variables)
         if self.chief:
-            save_model_atomic(self.model, os.path.join(cfg.model_dir, "final.keras"))
+            write_atomic(os.path.join(cfg.model_dir, "final.keras"), self.model.save)
         total_clips = int(c.clips_seen.numpy())
         train_seconds = float(c.train_seconds.numpy())
         summary = {
@@ -497,7 +489,7 @@ class Trainer:
             "model_dir": cfg.model_dir, "history": history,
         }
         if self.chief:
-            _atomic_json(os.path.join(cfg.model_dir, "summary.json"), summary)
+            write_json_atomic(os.path.join(cfg.model_dir, "summary.json"), summary, sort_keys=True)
             self.writer.flush()
         best = summary["best_val_top1"]
         self._print(

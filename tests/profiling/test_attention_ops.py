@@ -114,3 +114,66 @@ def test_symmetric_path_converts_to_tflite_builtins(rng):
     interp.invoke()
     out = interp.get_tensor(interp.get_output_details()[0]["index"])
     np.testing.assert_allclose(out, np.asarray(layer(x, training=False)), rtol=1e-4, atol=1e-4)
+
+
+def _half_norm_spread(p):
+    h = 0.5 * np.sum(np.asarray(p, np.float64) ** 2, axis=-1)
+    return (h.max(axis=1) - h.min(axis=1)).max()
+
+
+def _logsumexp(p):
+    s = np.einsum("bic,bjc->bij", *(np.asarray(t, np.float64) for t in (p, p)))
+    top = s.max(-1, keepdims=True)
+    return top + np.log(np.exp(s - top).sum(-1, keepdims=True))
+
+
+def _count_calls(monkeypatch, name):
+    calls = []
+    original = getattr(attention_ops, name)
+
+    def counted(*args, **kwargs):
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(attention_ops, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_fixed_offset_path_is_exact(graph, monkeypatch, rng):
+    """Norms spread within the bound: the one-exp-per-block path runs and is exact, L too."""
+    monkeypatch.setattr(attention_ops, "DEFAULT_BLOCK", 64)
+    fixed = _count_calls(monkeypatch, "_fixed_offset_forward")
+    p = points(rng, 2, 300, 32, 0.5)
+    assert 5.0 < _half_norm_spread(p) <= attention_ops.FIXED_OFFSET_MAX_SPREAD
+    v = rng.normal(size=(2, 300, 8)).astype("float32")
+
+    def run(p, v):
+        return attention_ops._symmetric_forward(p, v, "gaussian", 60)
+
+    y, lse = (tf.function(run) if graph else run)(tf.constant(p), tf.constant(v))
+    assert fixed
+    expected = reference(p, p, v, "gaussian")
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    np.testing.assert_allclose(lse.numpy(), _logsumexp(p), rtol=1e-6, atol=1e-4)
+
+
+def test_wide_norm_spread_falls_back_to_running_maxima(monkeypatch, rng):
+    """One clip whose |p|^2 / 2 spans ~10^3: the fixed offsets would underflow whole rows of it;
+    the batch takes the running-max path instead and stays exact."""
+    p = np.concatenate([points(rng, 1, 300, 32, 0.5), points(rng, 1, 300, 32, 4.0)])
+    assert _half_norm_spread(p[:1]) <= attention_ops.FIXED_OFFSET_MAX_SPREAD
+    assert _half_norm_spread(p[1:]) > 10 * attention_ops.FIXED_OFFSET_MAX_SPREAD
+    v = rng.normal(size=(2, 300, 8)).astype("float32")
+    expected = reference(p, p, v, "gaussian")
+    tolerance = dict(rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    running = _count_calls(monkeypatch, "_running_max_forward")
+    out = tf.function(lambda p, v: attention_ops.attend(p, p, v, "gaussian", 64, symmetric=True))
+    np.testing.assert_allclose(out(tf.constant(p), tf.constant(v)).numpy(), expected, **tolerance)
+    assert running
+    # Without the guard the fixed offsets lose the low-norm rows of the wide clip.
+    monkeypatch.setattr(attention_ops, "FIXED_OFFSET_MAX_SPREAD", np.inf)
+    unguarded = attention_ops._symmetric_attend(tf.constant(p), tf.constant(v), "gaussian", 60)
+    wrong = ~np.isclose(unguarded.numpy()[1], expected[1], **tolerance)
+    assert wrong.any()
+    np.testing.assert_allclose(unguarded.numpy()[0], expected[0], **tolerance)

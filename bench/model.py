@@ -1,5 +1,6 @@
-"""Full-model speed: TSM-R50 baseline vs +5 RNL (with / without key sub-sampling, and with
-query_chunk_size=1024: bounded memory, recomputing backward in training) vs +5 NL.
+"""Full-model speed: TSM-R50 baseline vs +5 RNL (with / without key sub-sampling, with
+query_chunk_size=1024: bounded memory, recomputing backward in training, and with the running-max
+attention only: fixed_offsets=False, what features with a wide norm spread get) vs +5 NL.
 
     python bench/model.py [--quick] [--iters=2] [--json=bench/results/model.json]
 
@@ -18,6 +19,8 @@ import sys
 from common import machine, set_policy, time_fn, write_json
 
 MODELS = {"baseline": ("none", {}), "rnl": ("rnl", {}),
+          # What trained weights get when their |p|^2 spread rules out the fixed-offset path.
+          "rnl_running_max": ("rnl", {"rnl_kwargs": {"fixed_offsets": False}}),
           "rnl_key_subsample": ("rnl", {"rnl_kwargs": {"key_subsample": True}}),
           "rnl_chunk1024": ("rnl", {"rnl_kwargs": {"query_chunk_size": 1024}}),
           "nl": ("nl", {})}

@@ -34,14 +34,14 @@ from rnl_keras.layers import attention_ops
 from rnl_keras.layers.graph_order import after
 
 
-def symmetric_attend(points, value, similarity, block):
+def symmetric_attend(points, value, similarity, block, fixed_offsets=True):
     """y = w(P, P) V of the symmetric blocked path, with the recomputing backward (dP, dV)."""
 
     @tf.custom_gradient
     def symmetric_attention(p, v):
         # stop_gradient: the tape records none of the forward's blocks (eager mode keeps nothing).
         y, lse = attention_ops._symmetric_forward(tf.stop_gradient(p), tf.stop_gradient(v),
-                                                  similarity, block)
+                                                  similarity, block, fixed_offsets)
 
         def grad(dy):
             return _symmetric_backward(p, v, y, lse, dy, similarity, block)

@@ -67,12 +67,15 @@ class RegionNonLocal(keras.layers.Layer):
             (the symmetric path, which halves P P^T); with it, the matrix is built at once.
         key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
             C(x) then counts the pooled key positions.
+        fixed_offsets: Gaussian, float32, no key sub-sampling: take the one-exp-per-block path
+            of ``attention_ops`` when the clips' |p|^2 spread allows it (exact; checked per batch
+            by a ``cond``, an IF op in TFLite). ``False``: always the running-max path, no cond.
         bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).
     """
 
     def __init__(self, similarity="gaussian", aggregation="conv", kernel_size=(3, 7, 7),
-                 reduction=2, query_chunk_size=None, key_subsample=False, bn_epsilon=1e-5,
-                 bn_momentum=0.9, kernel_initializer="glorot_uniform", **kwargs):
+                 reduction=2, query_chunk_size=None, key_subsample=False, fixed_offsets=True,
+                 bn_epsilon=1e-5, bn_momentum=0.9, kernel_initializer="glorot_uniform", **kwargs):
         super().__init__(**kwargs)
         if similarity not in attention_ops.SIMILARITIES:
             raise ValueError(f"RegionNonLocal: similarity must be one of "
@@ -89,6 +92,7 @@ class RegionNonLocal(keras.layers.Layer):
         self.reduction = int(reduction)
         self.query_chunk_size = None if query_chunk_size is None else int(query_chunk_size)
         self.key_subsample = bool(key_subsample)
+        self.fixed_offsets = bool(fixed_offsets)
         self.bn_epsilon = float(bn_epsilon)
         self.bn_momentum = float(bn_momentum)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -147,7 +151,8 @@ class RegionNonLocal(keras.layers.Layer):
         # Without key sub-sampling the keys are the queries (S = P P^T): attend builds half of S.
         y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size,
                                  symmetric=not self.key_subsample,
-                                 recompute_grad=bool(training) and self.query_chunk_size is not None)
+                                 recompute_grad=bool(training) and self.query_chunk_size is not None,
+                                 fixed_offsets=self.fixed_offsets)
         return project_and_add(y, self.w_z, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):
@@ -172,6 +177,7 @@ class RegionNonLocal(keras.layers.Layer):
             "reduction": self.reduction,
             "query_chunk_size": self.query_chunk_size,
             "key_subsample": self.key_subsample,
+            "fixed_offsets": self.fixed_offsets,
             "bn_epsilon": self.bn_epsilon,
             "bn_momentum": self.bn_momentum,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),

@@ -129,13 +129,13 @@ def test_unblocked_paths_unchanged(similarity, chunk, rng):
         assert_close(got, expected.numpy(), 1e-6)
 
 
-def _training_graph(similarity, n, chunk, symmetric, recompute):
+def _training_graph(similarity, n, chunk, symmetric, recompute, fixed_offsets=True):
     @tf.function
     def step(p, v, r):
         with tf.GradientTape() as tape:
             tape.watch([p, v])
             y = attention_ops.attend(p, p, v, similarity, chunk, symmetric=symmetric,
-                                     recompute_grad=recompute)
+                                     recompute_grad=recompute, fixed_offsets=fixed_offsets)
             loss = tf.reduce_sum(y * r)
         return [loss] + tape.gradient(loss, [p, v])
 
@@ -170,15 +170,14 @@ def _saved_for_backward(function):
 
 @pytest.mark.parametrize("similarity", ["gaussian", "cosine"])
 @pytest.mark.parametrize("symmetric", [True, False])
-def test_training_graph_has_no_n_by_n_tensor(similarity, symmetric, monkeypatch):
+def test_training_graph_has_no_n_by_n_tensor(similarity, symmetric):
     n, chunk = 600, 128
     function = _training_graph(similarity, n, chunk, symmetric, recompute=True)
     assert _square_outputs(function.graph, n) == []
     # Kept from forward to backward: P, V, r, y and L only: O(N d), not the N^2 / 2 exp blocks.
     assert _saved_for_backward(function) <= 2 * BATCH * n * (D + 2 * DV + 1)
     # Plain autodiff, without the fixed-offset path's cond (whose kept blocks are variants).
-    monkeypatch.setattr(attention_ops, "FIXED_OFFSET_MAX_SPREAD", -1.0)
-    plain = _training_graph(similarity, n, chunk, symmetric, recompute=False)
+    plain = _training_graph(similarity, n, chunk, symmetric, recompute=False, fixed_offsets=False)
     assert _saved_for_backward(plain) >= BATCH * n * n // 2
     # The shape check does see a materialised N x N weight matrix (no query chunks).
     materialised = _training_graph(similarity, n, None, False, recompute=True)

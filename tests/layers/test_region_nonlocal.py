@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from rnl_keras.layers import RegionNonLocal
+from rnl_keras.layers import RegionNonLocal, attention_ops
 from tests.layers import numpy_reference as ref
 from tests.layers.helpers import rnl_weights
 
@@ -27,6 +27,24 @@ def test_matches_numpy_equations(similarity, aggregation, rng):
     layer.build(x.shape)
     weights = rnl_weights(layer, rng)
     expected, _ = ref.rnl_block(x, weights, similarity, aggregation, (3, 5, 3))
+    out = np.asarray(layer(x, training=False))
+    assert _relative_error(out, expected, x) < 1e-5
+
+
+@pytest.mark.parametrize("scale", [0.3, 3.0])
+@pytest.mark.parametrize("fixed_offsets", [True, False])
+def test_gaussian_paths_match_numpy(scale, fixed_offsets, rng):
+    """Small and wide spreads of |p|^2 (fixed-offset path and running-max fallback), both settings."""
+    x = _clip(rng) * scale
+    layer = RegionNonLocal(kernel_size=(3, 5, 3), query_chunk_size=64,
+                           fixed_offsets=fixed_offsets)
+    layer.build(x.shape)
+    weights = rnl_weights(layer, rng)
+    points = np.asarray(layer.embeddings(x)[0], np.float64)
+    half_norms = 0.5 * (points ** 2).sum(-1)
+    spread = (half_norms.max(1) - half_norms.min(1)).max()
+    assert (spread <= attention_ops.FIXED_OFFSET_MAX_SPREAD) == (scale < 1)
+    expected, _ = ref.rnl_block(x, weights, "gaussian", "conv", (3, 5, 3))
     out = np.asarray(layer(x, training=False))
     assert _relative_error(out, expected, x) < 1e-5
 
@@ -126,10 +144,11 @@ def test_rank_4_input_is_refused():
 
 def test_config_round_trip():
     layer = RegionNonLocal(similarity="cosine", aggregation="max", kernel_size=(1, 3, 3),
-                           query_chunk_size=32, key_subsample=True, name="blk")
+                           query_chunk_size=32, key_subsample=True, fixed_offsets=False,
+                           name="blk")
     clone = RegionNonLocal.from_config(layer.get_config())
     for key in ("similarity", "aggregation", "kernel_size", "query_chunk_size", "key_subsample",
-                "reduction", "name"):
+                "fixed_offsets", "reduction", "name"):
         assert getattr(clone, key) == getattr(layer, key)
 
 

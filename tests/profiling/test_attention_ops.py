@@ -29,13 +29,15 @@ def points(rng, b, n, d, spread):
 @pytest.mark.parametrize("similarity", ["gaussian", "cosine"])
 @pytest.mark.parametrize("chunk", [None, 1, 7, 40, 64, 300])
 @pytest.mark.parametrize("graph", [False, True])
-def test_symmetric_path_is_exact(similarity, chunk, graph, rng):
+@pytest.mark.parametrize("fixed_offsets", [True, False])
+def test_symmetric_path_is_exact(similarity, chunk, graph, fixed_offsets, rng):
     p = points(rng, 2, 300, 16, 1.0)
     v = rng.normal(size=(2, 300, 8)).astype("float32")
     q = attention_ops.l2_normalize(p) if similarity == "cosine" else tf.constant(p)
 
     def run(q, v):
-        return attention_ops.attend(q, q, v, similarity, chunk, symmetric=True)
+        return attention_ops.attend(q, q, v, similarity, chunk, symmetric=True,
+                                    fixed_offsets=fixed_offsets)
 
     out = (tf.function(run) if graph else run)(q, v)
     expected = reference(p, p, v, similarity)
@@ -177,3 +179,18 @@ def test_wide_norm_spread_falls_back_to_running_maxima(monkeypatch, rng):
     wrong = ~np.isclose(unguarded.numpy()[1], expected[1], **tolerance)
     assert wrong.any()
     np.testing.assert_allclose(unguarded.numpy()[0], expected[0], **tolerance)
+
+
+def _graph_op_types(fixed_offsets, p, v):
+    run = tf.function(lambda p, v: attention_ops.attend(p, p, v, "gaussian", 64, symmetric=True,
+                                                        fixed_offsets=fixed_offsets))
+    graph = run.get_concrete_function(tf.constant(p), tf.constant(v)).graph
+    return {op.type for op in graph.get_operations()}
+
+
+def test_fixed_offsets_false_builds_no_cond(rng):
+    """The running-max path alone (exact on any norms) leaves no IF op for TFLite / serving."""
+    p = points(rng, 1, 300, 32, 0.5)
+    v = rng.normal(size=(1, 300, 8)).astype("float32")
+    assert {"If", "StatelessIf"} & _graph_op_types(True, p, v)
+    assert not {"If", "StatelessIf"} & _graph_op_types(False, p, v)

@@ -242,7 +242,8 @@ def _running_max_forward(points, value, similarity, block):
             # runs ~2x faster than a separate max, sub + exp, sum); lse_b = max_b - log(max p).
             # The block then adds (p V) exp(lse_b - m) to acc and exp(lse_b - m) to l.
             block_max = ops.max(scores, axis=2, keepdims=True)
-            probs = ops.softmax(scores, axis=-1)
+            # After the max: the softmax can then overwrite the scores it alone still reads.
+            probs = ops.softmax(after(scores, block_max), axis=-1)
             block_lse = block_max - ops.log(ops.max(probs, axis=2, keepdims=True))
             new_max = block_max if m[i] is None else ops.maximum(m[i], block_max)
             block_sum = ops.exp(block_lse - new_max)                     # (B, c_i, 1)

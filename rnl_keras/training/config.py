@@ -64,6 +64,7 @@ class TrainConfig:
     rnl_aggregation: str = "conv"
     key_subsample: bool = False
     query_chunk_size: int = 0
+    rnl_fixed_offsets: bool = True
     # optimisation
     epochs: int = 50
     steps_per_epoch: int | None = None
@@ -101,7 +102,8 @@ class TrainConfig:
         """``rnl_kwargs`` / ``nl_kwargs`` of ``tsm_resnet50`` for these settings."""
         chunk = self.query_chunk_size or None
         rnl = {"similarity": self.rnl_similarity, "aggregation": self.rnl_aggregation,
-               "key_subsample": self.key_subsample, "query_chunk_size": chunk}
+               "key_subsample": self.key_subsample, "query_chunk_size": chunk,
+               "fixed_offsets": self.rnl_fixed_offsets}
         return {"rnl_kwargs": rnl, "nl_kwargs": {"subsample": self.key_subsample,
                                                  "query_chunk_size": chunk}}
 

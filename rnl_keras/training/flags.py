@@ -71,6 +71,9 @@ flags.DEFINE_boolean("key_subsample", False, "1x2x2 max-pool the keys and values
 flags.DEFINE_integer("query_chunk_size", 0, "Bounded attention memory: RNL / NL attention in "
                      "blocks of at most this many query rows, in training too (the backward "
                      "recomputes each block instead of keeping it); same result. 0: off.")
+flags.DEFINE_boolean("rnl_fixed_offsets", True, "Gaussian RNL, float32: one exp per attention "
+                     "block where the clips' |p|^2 spread allows it (exact; checked per batch by "
+                     "a cond, an IF op in TFLite). false: always the running-max softmax.")
 flags.DEFINE_boolean("channel_gate", False, "Add the authors' released GCNet-style channel gate "
                      "before the attention block after res3[0].")
 
@@ -168,6 +171,7 @@ def config_from_flags(flag_values=FLAGS) -> TrainConfig:
         base_width=f.base_width, placement=_parse_placement(f.placement),
         rnl_similarity=f.rnl_similarity, rnl_aggregation=f.rnl_aggregation,
         key_subsample=f.key_subsample, query_chunk_size=f.query_chunk_size,
+        rnl_fixed_offsets=f.rnl_fixed_offsets,
         epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
         batch_size=f.batch_size, grad_accum_steps=f.grad_accum_steps, lr=f.lr,
         scale_lr_with_replicas=f.scale_lr_with_replicas,

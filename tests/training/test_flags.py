@@ -111,7 +111,8 @@ def test_block_flags_reach_the_model(tiny_data, tmp_path, attention):
 
     cfg = _config(data_flags(tiny_data) + [
         f"--model_dir={tmp_path}/m", f"--attention={attention}", "--rnl_similarity=cosine",
-        "--rnl_aggregation=max", "--key_subsample", "--query_chunk_size=96"])
+        "--rnl_aggregation=max", "--key_subsample", "--query_chunk_size=96",
+        "--nornl_fixed_offsets"])
     model = tsm_resnet50(cfg.num_classes, num_frames=4, attention=cfg.attention, image_size=32,
                          stage_blocks=(1, 1, 1, 1), base_width=8, placement=(("res3", 0),),
                          **cfg.block_kwargs())
@@ -121,6 +122,7 @@ def test_block_flags_reach_the_model(tiny_data, tmp_path, attention):
     assert block.query_chunk_size == 96
     if attention == "rnl":
         assert (block.similarity, block.aggregation, block.key_subsample) == ("cosine", "max", True)
+        assert block.fixed_offsets is False
     else:
         assert block.subsample
 

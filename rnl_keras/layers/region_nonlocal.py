@@ -11,8 +11,9 @@ For an input clip x (B, T, H, W, C) and C' = C / reduction:
 The similarity is computed between regions (p) and the values are the un-aggregated v, exactly as
 eq. (9): softmax(F(xW_g) F(xW_g)^T) xW_g. See FACTS.md section 1 for how this matches the release.
 
-Options beyond the paper: ``query_chunk_size`` (bounded attention memory, same result) and
-``key_subsample`` (1x2x2 max-pooling of keys and values, as the NL paper and the RNL release offer).
+Options beyond the paper: ``query_chunk_size`` (bounded attention memory, same result),
+``key_subsample`` (1x2x2 max-pooling of keys and values, as the NL paper and the RNL release offer)
+and ``fixed_offsets`` (a faster exact softmax where the features' norms allow it, ``attention_ops``).
 """
 import keras
 from keras import ops
@@ -67,15 +68,16 @@ class RegionNonLocal(keras.layers.Layer):
             (the symmetric path, which halves P P^T); with it, the matrix is built at once.
         key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
             C(x) then counts the pooled key positions.
+        bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).
         fixed_offsets: Gaussian, float32, no key sub-sampling: take the one-exp-per-block path
             of ``attention_ops`` when the clips' |p|^2 spread allows it (exact; checked per batch
             by a ``cond``, an IF op in TFLite). ``False``: always the running-max path, no cond.
-        bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).
     """
 
     def __init__(self, similarity="gaussian", aggregation="conv", kernel_size=(3, 7, 7),
-                 reduction=2, query_chunk_size=None, key_subsample=False, fixed_offsets=True,
-                 bn_epsilon=1e-5, bn_momentum=0.9, kernel_initializer="glorot_uniform", **kwargs):
+                 reduction=2, query_chunk_size=None, key_subsample=False, bn_epsilon=1e-5,
+                 bn_momentum=0.9, kernel_initializer="glorot_uniform", fixed_offsets=True,
+                 **kwargs):
         super().__init__(**kwargs)
         if similarity not in attention_ops.SIMILARITIES:
             raise ValueError(f"RegionNonLocal: similarity must be one of "

@@ -51,7 +51,8 @@ Speed (all exact up to float32 rounding):
   >= e^-60 and terms 1e-7 of it, e^-76, are still normal floats); otherwise the running-max form
   runs (one ``cond`` on the batch; an IF op in TFLite). -12% time at res3 (N = 6272, batch 8).
   ``fixed_offsets=False`` leaves it out (no cond in the graph). Trained features can spread far
-  wider (the demo's trained model: h from 346 to 6e5): they always take the running-max form.
+  wider (two trained demo models: h spans 3e4 to 6e5 within a clip): they always take the
+  running-max form.
 """
 import math
 

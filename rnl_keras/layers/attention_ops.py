@@ -252,14 +252,12 @@ def _running_max_forward(points, value, similarity, block):
                                "float32") * block_sum
         elif gaussian:
             # Rows along axis 1: e = exp(S - m^T); the row sums come out of the GEMM as the last
-            # column of e^T (V | 1).
+            # column of e^T (V | 1) (``v_other`` comes with the ones column).
             block_max = ops.swapaxes(ops.max(scores, axis=1, keepdims=True), 1, 2)
             new_max = block_max if m[i] is None else ops.maximum(m[i], block_max)
             e = ops.exp(scores - ops.swapaxes(new_max, 1, 2))
-            ones = ops.ones_like(v_other[..., :1])
-            both = ops.cast(_matmul(ops.cast(e, v_other.dtype),
-                                    ops.concatenate([v_other, ones], axis=-1),
-                                    transpose_a=True), "float32")
+            both = ops.cast(_matmul(ops.cast(e, v_other.dtype), v_other, transpose_a=True),
+                            "float32")
             contrib, block_sum = both[..., :-1], both[..., -1:]
         else:
             contrib = ops.cast(_matmul(ops.cast(ops.relu(scores), v_other.dtype), v_other,
@@ -276,11 +274,14 @@ def _running_max_forward(points, value, similarity, block):
         last = acc[i]
 
     for a in range(count):
+        v_a = v_blocks[a]
+        if gaussian and a < count - 1:    # (V_a | 1) for the transposed blocks of this row
+            v_a = ops.concatenate([v_a, ops.ones_like(v_a[..., :1])], axis=-1)
         for b in range(a, count):
             scores = _logits(after(p_blocks[a], last), p_blocks[b])   # S_ab, float32
             update(a, scores, v_blocks[b], transposed=False)
             if b != a:
-                update(b, scores, v_blocks[a], transposed=True)      # S_ba = S_ab^T
+                update(b, scores, v_a, transposed=True)              # S_ba = S_ab^T
     if gaussian:
         outputs = [acc[i] / l[i] for i in range(count)]
         stats = _concat([m[i] + ops.log(l[i]) for i in range(count)])

@@ -203,18 +203,15 @@ def _fixed_offset_forward(points, value, half_norms, block):
     right = ops.concatenate([points, ones, -half_norms], axis=-1)           # (P | 1 | -h)
     weighted = ops.concatenate([ops.cast(value, "float32") * weights, weights], axis=-1)
     starts = list(range(0, n, block))
-    lefts, rights, values = ([t[:, s:s + block] for s in starts]
-                             for t in (left, right, weighted))
+    lefts, rights, values = (_split(t, starts, block) for t in (left, right, weighted))
     acc = [None] * len(starts)
     last = None
     for a in range(len(starts)):
         for b in range(a, len(starts)):
             kernel = ops.exp(_matmul(after(lefts[a], last), rights[b], transpose_b=True))
-            term = _matmul(kernel, values[b])                                # rows of block a
-            acc[a] = term if acc[a] is None else acc[a] + term
+            acc[a] = _add(acc[a], _matmul(kernel, values[b]))                # rows of block a
             if b != a:
-                term = _matmul(kernel, values[a], transpose_a=True)          # rows of block b
-                acc[b] = term if acc[b] is None else acc[b] + term
+                acc[b] = _add(acc[b], _matmul(kernel, values[a], transpose_a=True))  # block b
             last = acc[b]
     acc = _concat(acc)
     total = acc[..., dv:]
@@ -226,8 +223,7 @@ def _running_max_forward(points, value, similarity, block):
     """(y, L) of the symmetric path as a streaming softmax with running row maxima."""
     n = points.shape[1]
     starts = list(range(0, n, block))
-    p_blocks = [points[:, s:s + block] for s in starts]
-    v_blocks = [value[:, s:s + block] for s in starts]
+    p_blocks, v_blocks = _split(points, starts, block), _split(value, starts, block)
     count = len(starts)
     gaussian = similarity == "gaussian"
     # Per row block: running max m (B, c, 1), running sum l (B, c, 1), accumulator acc (B, c, dv);
@@ -270,7 +266,7 @@ def _running_max_forward(points, value, similarity, block):
                 acc[i], l[i] = acc[i] * scale + contrib, l[i] * scale + block_sum
             m[i] = new_max
         else:
-            acc[i] = contrib if acc[i] is None else acc[i] + contrib
+            acc[i] = _add(acc[i], contrib)
         last = acc[i]
 
     for a in range(count):
@@ -294,6 +290,18 @@ def _running_max_forward(points, value, similarity, block):
 
 def _concat(blocks):
     return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=1)
+
+
+def _split(t, starts, size):
+    """The row blocks t[:, s:s + size] for s in ``starts`` (Nones for ``t = None``)."""
+    if t is None:
+        return [None] * len(starts)
+    return [t[:, s:s + size] for s in starts]
+
+
+def _add(total, term):
+    """total + term, or term when nothing has been accumulated yet (``total = None``)."""
+    return term if total is None else total + term
 
 
 def _symmetric_attend(points, value, similarity, block, fixed_offsets=True):

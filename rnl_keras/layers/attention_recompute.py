@@ -31,6 +31,7 @@ uses it only there); N and the block size must be static.
 import tensorflow as tf
 
 from rnl_keras.layers import attention_ops
+from rnl_keras.layers.attention_ops import _add, _split  # the forward's block helpers
 from rnl_keras.layers.graph_order import after
 
 
@@ -149,18 +150,8 @@ def _mm(x, y, transpose_a=False, transpose_b=False):
     return tf.cast(out, tf.float32)
 
 
-def _split(t, starts, size):
-    if t is None:
-        return [None] * len(starts)
-    return [t[:, s:s + size] for s in starts]
-
-
 def _t(t):
     return None if t is None else tf.linalg.matrix_transpose(t)          # (B, c, 1) -> (B, 1, c)
-
-
-def _add(total, term):
-    return term if total is None else total + term
 
 
 def _gate(tensors, dependency):

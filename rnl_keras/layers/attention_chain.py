@@ -13,7 +13,8 @@ class SEChain(keras.layers.Layer):
 
     ``channel_attention="se"``: the paper's additive SE (eqs. (10)-(12)) with ``se_reduction``
     (16 by default, the value Table III's counts imply). ``"gate"``: the released channel gate
-    (reduction ``gate_reduction``). Other keyword arguments go to ``RegionNonLocal``.
+    (reduction ``gate_reduction``, its BN momentum and initialisation as released, see
+    ``ChannelGate``). Other keyword arguments go to ``RegionNonLocal``.
     """
 
     def __init__(self, channel_attention="se", se_reduction=16, gate_reduction=2, rnl=None,

@@ -4,7 +4,7 @@ Three implementations (paper Section III-C, Table II (c)):
 
 * ``"conv"``: channel-wise (depthwise) 3D convolution, one kt x kh x kw filter per channel, no bias.
   Written as a sum of kt depthwise 2D convolutions over time-shifted frames: exact, fast on CPU
-  and made of TFLite builtins (``Conv3D(groups=C)`` is neither, FACTS.md section 4).
+  and made of TFLite builtins (``Conv3D(groups=C)`` is neither, docs/fidelity.md 6.2).
 * ``"avg"``: 3D average pooling with zero padding counted in the divisor (PyTorch's
   ``AvgPool3d(k, 1, k // 2)``, ``count_include_pad=True``), i.e. the same depthwise convolution with
   a fixed uniform kernel.

@@ -9,7 +9,18 @@ For an input clip x (B, T, H, W, C) and C' = C / reduction:
     z = BN(y W_z + b_z) + x               eq. (8); BN gamma = beta = 0 at init: a new block is the identity
 
 The similarity is computed between regions (p) and the values are the un-aggregated v, exactly as
-eq. (9): softmax(F(xW_g) F(xW_g)^T) xW_g. See FACTS.md section 1 for how this matches the release.
+eq. (9): softmax(F(xW_g) F(xW_g)^T) xW_g. See docs/fidelity.md section 1 for how this matches the release.
+
+Initialisation as the authors' release (``initializers``, docs/fidelity.md), each sub-layer with
+its own initializer instance (independent draws):
+
+    W_g (theta), b_g      U(-1/sqrt(C), 1/sqrt(C))        PyTorch's Conv3d default, fan_in = C
+    F_theta               U(-b, b), b = sqrt(6 / ((C'/g + C') k)), g = max(C' // 32, 1),
+                          k = kt kh kw
+                          (xavier_uniform on the release's (C', C'/g, kt, kh, kw) grouped weight:
+                          0.0119 at res3, C' = 256, 3x7x7; 0.0202 at res4, C' = 512, 3x3x3)
+    W_z, b_z              U(-1/sqrt(C'), 1/sqrt(C'))      PyTorch's Conv3d default, fan_in = C'
+    BN gamma, beta        0                               a new block is the identity
 
 Options beyond the paper: ``query_chunk_size`` (bounded attention memory, same result),
 ``key_subsample`` (1x2x2 max-pooling of keys and values, as the NL paper and the RNL release offer)
@@ -19,6 +30,8 @@ import keras
 from keras import ops
 
 from rnl_keras.layers import attention_ops
+from rnl_keras.layers.initializers import (ReleaseDepthwiseXavierUniform, conv_initializers,
+                                           optional_initializer, serialize_optional)
 from rnl_keras.layers.region_aggregation import depthwise_conv3d, max_pool3d
 from rnl_keras.layers.residual_projection import project_and_add
 
@@ -69,6 +82,10 @@ class RegionNonLocal(keras.layers.Layer):
         key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
             C(x) then counts the pooled key positions.
         bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).
+        kernel_initializer, bias_initializer: of theta (W_g) and W_z; ``None`` (default): the
+            release's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases (module
+            docstring). A given initializer is cloned for each of the two (its int seed offset by
+            0 and 1), so they never share draws. F_theta always starts as the release's.
         fixed_offsets: Gaussian, float32, no key sub-sampling: take the one-exp-per-block path
             of ``attention_ops`` when the clips' |p|^2 spread allows it (exact; checked per batch
             by a ``cond``, an IF op in TFLite). ``False``: always the running-max path, no cond.
@@ -76,8 +93,8 @@ class RegionNonLocal(keras.layers.Layer):
 
     def __init__(self, similarity="gaussian", aggregation="conv", kernel_size=(3, 7, 7),
                  reduction=2, query_chunk_size=None, key_subsample=False, bn_epsilon=1e-5,
-                 bn_momentum=0.9, kernel_initializer="glorot_uniform", fixed_offsets=True,
-                 **kwargs):
+                 bn_momentum=0.9, kernel_initializer=None, fixed_offsets=True,
+                 bias_initializer=None, **kwargs):
         super().__init__(**kwargs)
         if similarity not in attention_ops.SIMILARITIES:
             raise ValueError(f"RegionNonLocal: similarity must be one of "
@@ -97,7 +114,8 @@ class RegionNonLocal(keras.layers.Layer):
         self.fixed_offsets = bool(fixed_offsets)
         self.bn_epsilon = float(bn_epsilon)
         self.bn_momentum = float(bn_momentum)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.kernel_initializer = optional_initializer(kernel_initializer)
+        self.bias_initializer = optional_initializer(bias_initializer)
 
     def build(self, input_shape):
         if len(input_shape) != 5:
@@ -107,17 +125,20 @@ class RegionNonLocal(keras.layers.Layer):
         channels = input_shape[-1]
         self.inter_channels = max(channels // self.reduction, 1)
         policy = self.dtype_policy
+        kernel, bias = conv_initializers(self.kernel_initializer, self.bias_initializer,
+                                         channels, 0)
         self.theta = keras.layers.Dense(self.inter_channels, use_bias=True,
-                                        kernel_initializer=self.kernel_initializer,
+                                        kernel_initializer=kernel, bias_initializer=bias,
                                         dtype=policy, name="theta")
         self.theta.build(input_shape)
         if self.aggregation == "conv":
             self.f_theta_kernel = self.add_weight(
                 name="f_theta_kernel", shape=self.kernel_size + (self.inter_channels,),
-                initializer=keras.initializers.VarianceScaling(1.0, "fan_in", "uniform"))
-        self.w_z = keras.layers.Dense(channels, use_bias=True,
-                                      kernel_initializer=self.kernel_initializer,
-                                      dtype=policy, name="w_z")
+                initializer=ReleaseDepthwiseXavierUniform())
+        kernel, bias = conv_initializers(self.kernel_initializer, self.bias_initializer,
+                                         self.inter_channels, 1)
+        self.w_z = keras.layers.Dense(channels, use_bias=True, kernel_initializer=kernel,
+                                      bias_initializer=bias, dtype=policy, name="w_z")
         self.w_z.build(tuple(input_shape[:-1]) + (self.inter_channels,))
         self.bn = keras.layers.BatchNormalization(
             axis=-1, momentum=self.bn_momentum, epsilon=self.bn_epsilon,
@@ -182,5 +203,6 @@ class RegionNonLocal(keras.layers.Layer):
             "fixed_offsets": self.fixed_offsets,
             "bn_epsilon": self.bn_epsilon,
             "bn_momentum": self.bn_momentum,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "kernel_initializer": serialize_optional(self.kernel_initializer),
+            "bias_initializer": serialize_optional(self.bias_initializer),
         }

@@ -2,7 +2,7 @@
 
 fold = C // fold_div. Channels [0, fold) take the value of the NEXT frame (t+1, "shift left"),
 channels [fold, 2*fold) take the PREVIOUS frame (t-1), the rest are unchanged; the frames that
-fall off either end are replaced by zeros (FACTS.md section 3). Written with slices, zero padding
+fall off either end are replaced by zeros (docs/fidelity.md, 3.2). Written with slices, zero padding
 and concat only (no ``roll``, which is not a TFLite builtin).
 """
 import keras

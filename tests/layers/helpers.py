@@ -1,5 +1,7 @@
-"""Read a layer's weights into the dicts numpy_reference expects, and give zero-initialised
-weights random values so the tests exercise every term."""
+"""Read a layer's weights into the dicts numpy_reference expects, after giving them values of the
+test's own choosing: the zero-initialised ones so the tests exercise every term, the projections so
+the numerical checks do not depend on the layers' initial scales (``test_initializers`` checks
+those)."""
 import numpy as np
 
 
@@ -28,7 +30,24 @@ def randomise_dense(layer, rng, scale=0.3):
     layer.set_weights(weights)
 
 
+def _uniform(rng, bound, shape):
+    return rng.uniform(-bound, bound, shape).astype("float32")
+
+
+def set_projection(layer, rng, bias_std=0.1):
+    """Kernel U(+-sqrt(6 / (fan_in + fan_out))) (Glorot's scale), bias N(0, bias_std)."""
+    fan_in, fan_out = layer.kernel.shape
+    layer.kernel.assign(_uniform(rng, np.sqrt(6.0 / (fan_in + fan_out)), (fan_in, fan_out)))
+    if layer.bias is not None:
+        layer.bias.assign(rng.normal(0, bias_std, fan_out).astype("float32"))
+
+
 def rnl_weights(layer, rng):
+    set_projection(layer.theta, rng)
+    set_projection(layer.w_z, rng)
+    if layer.aggregation == "conv":  # U(+-sqrt(3 / (kt kh kw))): unit gain per channel
+        shape = tuple(layer.f_theta_kernel.shape)
+        layer.f_theta_kernel.assign(_uniform(rng, np.sqrt(3.0 / np.prod(shape[:3])), shape))
     w = {**dense_weights(layer.theta, "theta"), **dense_weights(layer.w_z, "w_z")}
     if layer.aggregation == "conv":
         w["f_theta_kernel"] = np_(layer.f_theta_kernel)
@@ -39,6 +58,7 @@ def rnl_weights(layer, rng):
 def nl_weights(layer, rng):
     w = {}
     for name in ("theta", "phi", "g", "w"):
+        set_projection(getattr(layer, name), rng)
         w.update(dense_weights(getattr(layer, name), name))
     w.update(randomise_bn(layer.bn, rng))
     return w

@@ -1,7 +1,8 @@
 """Independent float64 NumPy implementations of the paper's equations, for the layer tests.
 
-Written from the paper (eqs. (1)-(12)) and FACTS.md, not from rnl_keras: loops over kernel
-offsets with explicit padding, plain softmax, inference-mode batch norm.
+Written from the paper (eqs. (1)-(12)) and the release's formulas (docs/fidelity.md), not from
+rnl_keras: loops over kernel offsets with explicit padding, plain softmax, inference-mode batch
+norm.
 """
 import numpy as np
 

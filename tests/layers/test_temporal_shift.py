@@ -1,4 +1,4 @@
-"""TemporalShift against a NumPy loop of TSM's shift (FACTS.md section 3: direction matters)."""
+"""TemporalShift against a NumPy loop of TSM's shift (docs/fidelity.md 3.2: direction matters)."""
 import numpy as np
 import pytest
 

@@ -20,11 +20,19 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
 def _sharpen(model, rng):
-    """Make the random blocks non-trivial: peakier attention and a non-zero output BN."""
+    """Make the random blocks non-trivial whatever their initial scales (the release's start
+    with nearly uniform attention): peaky attention (embedding kernels U(+-3 sqrt(6 / (fan_in +
+    fan_out))), F_theta U(+-sqrt(3 / (kt kh kw)))) and a non-zero output BN."""
     for layer in model.layers:
         if isinstance(layer, (RegionNonLocal, NonLocal)):
             for dense in (layer.theta,) + ((layer.phi,) if isinstance(layer, NonLocal) else ()):
-                dense.kernel.assign(dense.kernel.numpy() * 3.0)
+                fan_in, fan_out = dense.kernel.shape
+                bound = 3.0 * np.sqrt(6.0 / (fan_in + fan_out))
+                dense.kernel.assign(rng.uniform(-bound, bound, (fan_in, fan_out)).astype("float32"))
+            if getattr(layer, "aggregation", None) == "conv":
+                shape = tuple(layer.f_theta_kernel.shape)
+                bound = np.sqrt(3.0 / np.prod(shape[:3]))
+                layer.f_theta_kernel.assign(rng.uniform(-bound, bound, shape).astype("float32"))
             c = layer.bn.gamma.shape[0]
             layer.bn.gamma.assign(rng.uniform(0.5, 1.5, c).astype("float32"))
 

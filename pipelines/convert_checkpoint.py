@@ -5,8 +5,12 @@
         [--export=rnl_k400 --export_dir=saved_models \\
          --labels=rnl_keras/data/kinetics400_classes.txt]
 
-Reads ``.pth`` / ``.pth.tar`` files with PyTorch (imported only here, only for that: `pip install
-torch`), or an ``.npz`` holding the state dict's arrays (no torch needed). The checkpoint's
+Reads ``.pth`` / ``.pth.tar`` files WITHOUT PyTorch and without running code from them (an
+allow-list unpickler: containers, tensors and storages only; ``rnl_keras.checkpoints.read_torch_file``),
+or an ``.npz`` holding the state dict's arrays. A checkpoint whose pickle needs anything else is
+refused with a message naming the file and what it wanted to call; ``--trust_pickled_code`` lifts
+that (DANGEROUS: the file can then run any code on this machine; only for files you trust). The
+checkpoint's
 ``state_dict`` (``module.base_model.*`` / ``module.new_fc.*`` keys) is mapped onto
 ``tsm_resnet50`` by ``rnl_keras.checkpoints.from_torch_state_dict``; any missing, unexpected or
 mis-shaped key is reported (all at once) and nothing is written. The ``.keras`` file is written to
@@ -49,6 +53,10 @@ flags.DEFINE_bool("tflite", False, "With --export: also write the TFLite files."
 flags.DEFINE_integer("resize_shorter", None, "With --export: the uint8 serving signature resizes "
                      "the shorter side to this before the centre crop (default: the crop size; "
                      "256 for 224 is TSM's test view).")
+flags.DEFINE_bool("trust_pickled_code", False, "DANGEROUS: let the checkpoint's pickle import "
+                  "and call code outside the tensor allow-list (old checkpoints that pickled "
+                  "other Python objects). A crafted file can then run anything on this "
+                  "machine: only for files from a source you trust.")
 flags.mark_flag_as_required("torch_checkpoint")
 
 
@@ -114,14 +122,16 @@ def main(argv):
     if FLAGS.num_frames is None:
         print(f"--num_frames not given: using T={num_frames} "
               f"({'from the file name' if frames_from_name(path) else 'default'})")
-    from rnl_keras.checkpoints import (CheckpointError, detect_configuration,
-                                       from_torch_state_dict, load_torch_state_dict)
+    from rnl_keras.checkpoints import (CheckpointError, UnsafeCheckpointError,
+                                       detect_configuration, from_torch_state_dict,
+                                       load_torch_state_dict)
 
     t0 = time.time()
     try:
-        state_dict = load_torch_state_dict(path, warn=lambda m: print(m, file=sys.stderr))
-    except ImportError as err:
-        raise SystemExit(f"error: {err}") from None
+        state_dict = load_torch_state_dict(path, trust_pickled_code=FLAGS.trust_pickled_code,
+                                           warn=lambda m: print(m, file=sys.stderr))
+    except (UnsafeCheckpointError, CheckpointError) as err:
+        raise SystemExit(f"error: --torch_checkpoint: {err}") from None
     config = detect_configuration(state_dict)
     print(f"read {len(state_dict)} arrays from {path} in {time.time() - t0:.1f}s: "
           f"attention={config['attention']}, channel gate at {list(config['channel_gate_at'])}, "

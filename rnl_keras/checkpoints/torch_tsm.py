@@ -1,11 +1,11 @@
 """Import the authors' PyTorch checkpoints (RNL TSM-ResNet50) and TSM's plain TSM-ResNet50 ones.
 
 A checkpoint's ``state_dict`` maps key names to tensors; this module takes that mapping with the
-tensors already turned into NumPy arrays (no torch import here: see :func:`load_torch_state_dict`
-for reading a ``.pth.tar`` file when PyTorch is installed) and returns a ``tsm_resnet50`` Keras
+tensors already turned into NumPy arrays (no torch import anywhere: :func:`load_torch_state_dict`
+reads ``.pth`` / ``.pth.tar`` files with a safe allow-list unpickler) and returns a ``tsm_resnet50`` Keras
 model with every weight set, in the configuration the keys describe.
 
-Released layout (FACTS.md sections 1 and 3, and the authors' ``ops/rnl.py``; prefixes
+Released layout (docs/fidelity.md sections 1, 3 and 7, and the authors' ``ops/rnl.py``; prefixes
 ``module.`` (DataParallel) and ``base_model.`` are optional here):
 
 * torchvision ResNet-50 (v1.5: stride in the 3x3 conv), no conv biases, BN eps 1e-5:
@@ -43,10 +43,13 @@ BN momentum only matters when training on and is left at the Keras layers' value
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
 import numpy as np
+
+from rnl_keras.checkpoints.torch_pickle import UnsafeCheckpointError, read_torch_file
 
 RELEASED_PLACEMENT = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
 RELEASED_GATES = (("res3", 0),)
@@ -446,45 +449,41 @@ def from_torch_state_dict(state_dict, num_classes=None, num_frames=8, image_size
 
 
 # --------------------------------------------------------------------------- file reading
-def _to_numpy(value):
-    if hasattr(value, "detach"):
-        value = value.detach().cpu()
-        if str(getattr(value, "dtype", "")) == "torch.bfloat16":
-            value = value.float()
-        return value.numpy()
-    return np.asarray(value)
+def load_torch_state_dict(path, trust_pickled_code=False, warn=print) -> dict:
+    """Read a checkpoint's state dict as {key: np.ndarray}, without PyTorch and without running
+    code from the file.
 
-
-def load_torch_state_dict(path, warn=print) -> dict:
-    """Read a ``.pth`` / ``.pth.tar`` checkpoint with PyTorch and return {key: np.ndarray}.
-
-    Imports torch only here. Tries ``torch.load(weights_only=True)`` first and falls back to
-    ``weights_only=False`` with a warning (TSM checkpoints may store extra Python objects;
-    only do that for files you trust). Takes ``checkpoint["state_dict"]`` when present.
-    ``.npz`` files (a state dict saved with ``np.savez``) are read with NumPy, without torch.
+    Args:
+        path: ``.pth`` / ``.pt`` / ``.pth.tar`` (``torch.save``: zip archive or legacy format),
+            read by :func:`rnl_keras.checkpoints.torch_pickle.read_torch_file`'s allow-list
+            unpickler; or ``.npz`` (``np.savez`` of the state dict), read with NumPy.
+        trust_pickled_code: DANGEROUS; lets the unpickler import and call globals outside the
+            tensor allow-list (old checkpoints that pickled e.g. an ``argparse.Namespace``).
+            Only for files from a source you trust.
+        warn: receives the warning naming what ``trust_pickled_code`` ran.
+    Returns:
+        ``checkpoint["state_dict"]`` when the file holds a dict with that key, else the file's
+        mapping itself, with every value a NumPy array.
+    Raises:
+        UnsafeCheckpointError: the pickle needs code outside the allow-list (the message names the
+            file and the global) or the file is not a torch checkpoint.
+        CheckpointError: the file holds no mapping of arrays.
     """
     path = str(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path!r}: no such checkpoint file")
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    try:
-        import torch
-    except ImportError:
-        raise ImportError(f"reading {path!r} needs PyTorch, which is not installed: "
-                          "`pip install torch` (CPU build is enough), or save the state dict as "
-                          ".npz with NumPy and pass that file instead") from None
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - an unpickling refusal has several types
-        if isinstance(err, (FileNotFoundError, IsADirectoryError)):
-            raise
-        reason = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip().splitlines()
-        warn(f"warning: torch.load(weights_only=True) refused {path!r} ({type(err).__name__}: "
-             f"{reason[0] if reason else ''}); retrying with weights_only=False, which runs "
-             "pickled code: only do this for files you trust")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
+        except ValueError as err:      # object arrays need pickle: refused
+            raise UnsafeCheckpointError(f"{path!r}: {err}") from None
+    checkpoint = read_torch_file(path, trust_pickled_code=trust_pickled_code, warn=warn)
     if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
         checkpoint = checkpoint["state_dict"]
-    if not hasattr(checkpoint, "items"):
+    if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path!r} holds a {type(checkpoint).__name__}, not a state dict")
-    return {str(k): _to_numpy(v) for k, v in checkpoint.items()}
+    bad = [str(k) for k, v in checkpoint.items() if not isinstance(v, np.ndarray)]
+    if bad:
+        raise CheckpointError(f"{path!r}: entries that are not tensors: {bad[:5]}")
+    return {str(k): v for k, v in checkpoint.items()}

@@ -8,14 +8,18 @@ res4[4] (0-based). Layer names follow ``keras.applications.ResNet50`` (``conv3_b
 res3 = Keras' "conv3" stage, res3[0] = ``conv3_block1``), so its weight files load by name.
 
 Per-frame logits (dropout 0.5, then a dense classifier) are averaged over T (TSN consensus).
-"""
-import os
 
+ImageNet starts (``weights=``) are read by :mod:`rnl_keras.models.pretrained`; a model for
+keras.applications (Caffe-convention) weights starts with the fixed
+:class:`~rnl_keras.models.input_adapter.CaffeInputAdapter`, so every model takes the same input.
+"""
 import keras
 from keras import layers
 
 from rnl_keras.layers import (ChannelGate, ClipToFrames, FramesToClip, NonLocal, RegionNonLocal,
                               SEChain, SqueezeExcite, TemporalAverage, TemporalShift)
+from rnl_keras.models import pretrained
+from rnl_keras.models.input_adapter import INPUT_CONVENTIONS, CaffeInputAdapter
 
 ATTENTIONS = ("none", "nl", "se", "gate", "rnl", "se+rnl")
 DEFAULT_PLACEMENT = (("res3", 0), ("res3", 2), ("res4", 0), ("res4", 2), ("res4", 4))
@@ -59,7 +63,8 @@ class _Builder:
     """Holds the options while the functional graph is laid out."""
 
     def __init__(self, num_frames, shift, fold_div, variant, use_conv_bias, bn_epsilon,
-                 bn_momentum):
+                 bn_momentum, sync_bn=False):
+        self.sync_bn = bool(sync_bn)
         self.num_frames = num_frames
         self.shift = shift
         self.fold_div = fold_div
@@ -70,7 +75,8 @@ class _Builder:
 
     def bn(self, name):
         return layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon,
-                                         momentum=self.bn_momentum, name=name)
+                                         momentum=self.bn_momentum, synchronized=self.sync_bn,
+                                         name=name)
 
     def conv_bn(self, x, filters, kernel, stride, name, relu=True):
         if kernel == 3 and stride > 1:
@@ -107,13 +113,51 @@ class _Builder:
         return ClipToFrames(name=f"{name}_to_frames")(block(clip))
 
 
+def _classifier(num_classes, dropout, x):
+    """Dropout then the per-frame classifier, initialised as the release / TSM: kernel
+    N(0, 0.001) (``normal_(weight, 0, std)`` with std 0.001), bias 0; a fresh initializer per
+    model (unseeded Keras 3 initializers draw their seed from Keras' global seed state)."""
+    x = layers.Dropout(dropout, name="dropout")(x)
+    return layers.Dense(num_classes, dtype="float32", name="fc",
+                        kernel_initializer=keras.initializers.RandomNormal(0.0, 0.001),
+                        bias_initializer=keras.initializers.Zeros())(x)
+
+
+def _resolve_start(weights, resnet_variant, include_top, num_classes, use_conv_bias, bn_epsilon,
+                   input_convention):
+    """(weights path or None, use_conv_bias, bn_epsilon, input_convention), checked against the
+    weights file's kind before anything is built."""
+    if resnet_variant not in VARIANTS:
+        raise ValueError(f"resnet_variant must be one of {VARIANTS}, got {resnet_variant!r}")
+    if input_convention is not None and input_convention not in INPUT_CONVENTIONS:
+        raise ValueError(f"input_convention must be one of {INPUT_CONVENTIONS} or None, got "
+                         f"{input_convention!r}")
+    path = None
+    if not pretrained.is_random_start(weights):
+        path = str(weights)
+        if path.strip().lower() == "imagenet":
+            path = pretrained.imagenet_weights_path(
+                resnet_variant, include_top and int(num_classes) == 1000)
+    kind = pretrained.weights_format(path) if path else resnet_variant
+    defaults = pretrained.REQUIRED[kind if path else resnet_variant]
+    settings = {"resnet_variant": resnet_variant,
+                "use_conv_bias": defaults["use_conv_bias"] if use_conv_bias is None
+                else bool(use_conv_bias),
+                "bn_epsilon": defaults["bn_epsilon"] if bn_epsilon is None else float(bn_epsilon),
+                "input_convention": (defaults["input_convention"] if path else "torchvision")
+                if input_convention is None else input_convention}
+    if path:
+        pretrained.check_settings(kind, settings, path)
+    return path, settings["use_conv_bias"], settings["bn_epsilon"], settings["input_convention"]
+
+
 def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shift=True,
                  fold_div=8, placement=DEFAULT_PLACEMENT, rnl_kernel_sizes=None, rnl_kwargs=None,
                  nl_kwargs=None, se_reduction=16, channel_gate_at=(), dropout=0.5,
-                 include_top=True, weights=None, resnet_variant="keras", use_conv_bias=True,
-                 bn_epsilon=1.001e-5, bn_momentum=0.9, gate_kwargs=None, dtype=None, name=None,
-                 stage_blocks=RESNET50_BLOCKS,
-                 base_width=64):
+                 include_top=True, weights=None, resnet_variant="keras", use_conv_bias=None,
+                 bn_epsilon=None, bn_momentum=0.9, gate_kwargs=None, dtype=None, name=None,
+                 stage_blocks=RESNET50_BLOCKS, base_width=64, input_convention=None,
+                 sync_bn=False, trust_pickled_code=False):
     """Build the (RNL) TSM-ResNet50 video classifier as a functional Keras model.
 
     Args:
@@ -127,15 +171,22 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
         rnl_kernel_sizes: {stage: (kt, kh, kw)}; default 3x7x7 in res3 and 3x3x3 in res4.
         rnl_kwargs / nl_kwargs: extra arguments of RegionNonLocal / NonLocal (similarity,
             aggregation, query_chunk_size, key_subsample / subsample, ...).
+        se_reduction: reduction of the "se" / "gate" / "se+rnl" blocks.
         channel_gate_at: positions that get a ChannelGate before their attention block (the
             authors' release: ``(("res3", 0),)``).
         include_top: ``False`` returns per-frame pooled features (B, T, 2048).
-        weights: path of a local ``keras.applications`` ResNet-50 ImageNet weights file (with or
-            without top) loaded into the backbone; new blocks keep their identity init.
+        weights: the ImageNet start (:mod:`rnl_keras.models.pretrained`): ``None`` / ``"none"``
+            (random init); a torchvision ResNet-50 state dict (``.pth`` / ``.pt`` / ``.npz``,
+            needs ``resnet_variant="torchvision"``); a keras.applications ResNet-50 ``.h5`` /
+            ``.weights.h5``, with or without top (needs ``resnet_variant="keras"``; sets
+            ``input_convention="caffe"``); or ``"imagenet"``: download the file of
+            ``resnet_variant`` (network needed). With a file holding a classifier of the model's
+            shape (ImageNet's with ``num_classes=1000``) ``fc`` is loaded too; attention blocks
+            keep their initialisation. A file that does not fit is refused before any change.
         resnet_variant: ``"keras"`` (stride in the first 1x1 conv, matches Keras weights) or
             ``"torchvision"`` (stride in the 3x3 conv, matches TSM / the authors' checkpoints).
-        use_conv_bias, bn_epsilon: Keras' ResNet50 has conv biases and eps 1.001e-5;
-            torchvision none and 1e-5.
+        use_conv_bias, bn_epsilon: default (``None``) from the variant: Keras' ResNet50 has conv
+            biases and eps 1.001e-5, torchvision's none and 1e-5.
         bn_momentum: of the backbone's BatchNorms; 0.9 is PyTorch's (and TSM's) 0.1. Keras'
             own default 0.99 lags far behind in short fine-tuning runs.
         gate_kwargs: extra arguments of the ``channel_gate_at`` gates (e.g. the release's
@@ -143,14 +194,21 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
         stage_blocks, base_width: bottlenecks per stage res2..res5 and the width of res2's
             bottleneck (ResNet-50: (3, 4, 6, 3) and 64). Smaller values give a small TSM-ResNet
             for CPU demos and tests; placements must then fit the smaller stages.
+        input_convention: what the backbone's weights expect: ``"torchvision"`` (the input
+            itself) or ``"caffe"`` (a fixed :class:`CaffeInputAdapter` turns the input into
+            BGR 0-255 minus the Caffe mean). Default: ``"caffe"`` for a keras weights file,
+            else ``"torchvision"``. The model's INPUT is the same either way.
+        sync_bn: make the backbone's BatchNormalization layers ``synchronized=True`` (batch
+            statistics across replicas under a distribution strategy).
+        trust_pickled_code: DANGEROUS; passed to the ``.pth`` reader for old checkpoints whose
+            pickle holds more than tensors (runs code from the file).
     Returns:
-        A ``keras.Model`` mapping float32 (B, T, H, W, 3) clips normalised with ImageNet mean/std
-        to logits (B, num_classes) (float32 even under a mixed precision policy).
+        A ``keras.Model`` mapping float32 (B, T, H, W, 3) RGB clips normalised as
+        ``(x/255 - mean)/std`` (:mod:`rnl_keras.imagenet`) to logits (B, num_classes) (float32
+        even under a mixed precision policy).
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {ATTENTIONS}, got {attention!r}")
-    if resnet_variant not in VARIANTS:
-        raise ValueError(f"resnet_variant must be one of {VARIANTS}, got {resnet_variant!r}")
     if int(num_frames) < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     if include_top and int(num_classes) < 1:
@@ -159,14 +217,18 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
     if len(stage_blocks) != 4 or min(stage_blocks) < 1 or int(base_width) < 1:
         raise ValueError(f"stage_blocks must be 4 positive ints and base_width >= 1, got "
                          f"{stage_blocks}, {base_width}")
+    path, use_conv_bias, bn_epsilon, input_convention = _resolve_start(
+        weights, resnet_variant, include_top, num_classes, use_conv_bias, bn_epsilon,
+        input_convention)
     placement = _check_placement(placement, stage_blocks) if attention != "none" else ()
     gates = set(_check_placement(channel_gate_at, stage_blocks))
     rnl_kernels = {**DEFAULT_RNL_KERNELS, **(rnl_kernel_sizes or {})}
     builder = _Builder(int(num_frames), shift, fold_div, resnet_variant, use_conv_bias, bn_epsilon,
-                       bn_momentum)
+                       bn_momentum, sync_bn)
 
     inputs = keras.Input((num_frames, image_size, image_size, 3), name="clip")
-    x = ClipToFrames(name="frames")(inputs)
+    x = CaffeInputAdapter(name="caffe_input")(inputs) if input_convention == "caffe" else inputs
+    x = ClipToFrames(name="frames")(x)
     x = layers.ZeroPadding2D(3, name="conv1_pad")(x)
     x = layers.Conv2D(int(base_width), 7, strides=2, use_bias=use_conv_bias, name="conv1_conv")(x)
     x = builder.bn("conv1_bn")(x)
@@ -187,51 +249,16 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
                 x = builder.clip_block(x, block, block.name)
     x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if include_top:
-        x = layers.Dropout(dropout, name="dropout")(x)
-        x = layers.Dense(num_classes, dtype="float32", name="fc")(x)
-        outputs = TemporalAverage(num_frames, dtype="float32", name="consensus")(x)
+        outputs = TemporalAverage(num_frames, dtype="float32", name="consensus")(
+            _classifier(num_classes, dropout, x))
     else:
         outputs = FramesToClip(num_frames, name="frame_features")(x)
     model = keras.Model(inputs, outputs, name=name or f"tsm_resnet50_{attention.replace('+', '_')}")
-    if weights is not None:
-        load_resnet50_weights(model, weights)
+    if path is not None:
+        pretrained.load_pretrained_weights(model, path, trust_pickled_code=trust_pickled_code)
     return model
 
 
-def load_resnet50_weights(model, path):
-    """Load a ``keras.applications`` ResNet-50 weights file into the backbone layers of ``model``.
-
-    Works for files with or without the ImageNet top. Attention blocks and the classifier keep
-    their initial weights. Raises a clear error for a missing or unreadable file.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"weights={path!r}: no such file (expected a keras.applications "
-                                "ResNet-50 weights file, e.g. *.weights.h5 or the *_notop.h5 download)")
-    errors = []
-    for include_top in (False, True):
-        reference = keras.applications.ResNet50(include_top=include_top, weights=None,
-                                                input_shape=(None, None, 3) if not include_top
-                                                else (224, 224, 3))
-        try:
-            reference.load_weights(path)
-            break
-        except Exception as err:  # the file is for the other variant, or not a weights file
-            errors.append(f"include_top={include_top}: {err}")
-    else:
-        raise ValueError(f"weights={path!r}: could not be loaded as keras.applications ResNet50 "
-                         f"weights: {'; '.join(errors)}")
-    for ref_layer in reference.layers:
-        values = ref_layer.get_weights()
-        if not values or ref_layer.name == "predictions":
-            continue
-        try:
-            target = model.get_layer(ref_layer.name)
-        except ValueError:
-            raise ValueError(f"weights={path!r}: layer {ref_layer.name!r} has no counterpart in "
-                             f"{model.name}") from None
-        if len(target.get_weights()) != len(values):
-            raise ValueError(f"weights={path!r}: layer {ref_layer.name!r} holds {len(values)} "
-                             f"arrays, {model.name} expects {len(target.get_weights())} "
-                             "(use_conv_bias=False models cannot take Keras weights)")
-        target.set_weights(values)
+def load_resnet50_weights(model, path, trust_pickled_code=False):
+    """Deprecated name of :func:`rnl_keras.models.pretrained.load_pretrained_weights`."""
+    return pretrained.load_pretrained_weights(model, path, trust_pickled_code=trust_pickled_code)

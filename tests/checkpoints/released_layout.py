@@ -1,6 +1,6 @@
 """A random state dict in the key layout of the authors' released RNL TSM-ResNet50 checkpoints.
 
-Written from FACTS.md section 1 and torchvision's ResNet-50 structure, independently of
+Written from docs/fidelity.md section 7 and torchvision's ResNet-50 structure, independently of
 rnl_keras.checkpoints: the tests compare the converter against this, not against itself.
 """
 import numpy as np

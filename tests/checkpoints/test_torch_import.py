@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from rnl_keras.checkpoints import (CheckpointError, detect_configuration, from_torch_state_dict,
-                                   load_state_dict_into, load_torch_state_dict, normalize_key)
+                                   load_state_dict_into, normalize_key)
 from rnl_keras.layers import ChannelGate, RegionNonLocal
 from tests.checkpoints import torch_reference as ref
 from tests.checkpoints.released_layout import (GATE_BLOCKS, RNL_BLOCKS, make_released_state_dict,
@@ -194,16 +194,24 @@ def test_library_does_not_import_torch():
                    env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
 
 
-def test_reading_pth_without_torch_names_the_fix(tmp_path):
-    try:
-        import torch  # noqa: F401
-        pytest.skip("torch is installed here")
-    except ImportError:
-        pass
+def test_reading_pth_needs_no_torch(tmp_path):
+    """A TSM-style .pth.tar of the released layout reads without torch (safe unpickler) to the
+    same arrays, in a process where torch is never imported."""
+    from tests.checkpoints import torch_writer
+
+    sd = make_released_state_dict(np.random.default_rng(2), num_classes=3, attention=False)
     path = tmp_path / "TSM_kinetics_RGB_resnet50_shift8_blockres_avg_segment8_e50.pth.tar"
-    path.write_bytes(b"not really")
-    with pytest.raises(ImportError, match="pip install torch"):
-        load_torch_state_dict(str(path))
+    torch_writer.save({"epoch": 50, "arch": "resnet50", "state_dict": sd}, path)
+    code = ("import sys, numpy as np; from rnl_keras.checkpoints import load_torch_state_dict; "
+            f"sd = load_torch_state_dict({str(path)!r}); "
+            f"np.savez({str(tmp_path / 'out.npz')!r}, **sd); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT,
+                   env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    with np.load(tmp_path / "out.npz") as data:
+        assert sorted(data.files) == sorted(sd)
+        for key in sd:
+            np.testing.assert_array_equal(data[key], sd[key])
 
 
 def test_convert_cli_from_npz(tmp_path):

@@ -1,6 +1,6 @@
 """Independent float64 NumPy forward of the released RNL TSM-ResNet50, on torch-layout weights.
 
-Mirrors the PyTorch semantics (FACTS.md sections 1 and 3): frames as (N*T, C, H, W), clips as
+Mirrors the PyTorch semantics (docs/fidelity.md sections 1, 3 and 7): frames as (N*T, C, H, W), clips as
 (N, C, T, H, W); convolutions as explicit loops over kernel offsets with the torch (O, I, ...)
 weights; F_theta as the masked GROUPED conv3d the release stores (not a depthwise shortcut);
 inference-mode batch norm (eps 1e-5). Uses no rnl_keras code.

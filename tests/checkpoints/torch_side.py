@@ -5,7 +5,7 @@ torch_parity_check.py (see there).
 
 Builds the released RNL TSM-ResNet50 as PyTorch modules (torchvision ResNet-50, TSM's shift
 wrapping conv1 as ``.net``, the NL wrapper with ``.block`` / ``.cg`` / ``.nl``, written from
-FACTS.md section 1), loads the random state dict of released_layout.py with ``strict=True`` (so
+docs/fidelity.md section 7), loads the random state dict of released_layout.py with ``strict=True`` (so
 the key layout the tests use is exactly what such modules produce), saves it as a TSM-style
 ``.pth.tar`` ({"epoch", "arch", "state_dict"} with the DataParallel ``module.`` prefix), runs an
 eval-mode forward on a random clip, then reads the file back with

@@ -1,9 +1,22 @@
 """Evaluate a trained model: ``python pipelines/evaluate.py --model=m.keras --list_file=val.txt ...``.
 
 Reports top-1 / top-5 for a single view (the first view of each video) and for multi-view testing
-(softmax scores of ``--test_clips`` x ``--test_crops`` views averaged per video), per-class accuracy
-and the number of videos, as JSON (``--report``), and optionally draws the multi-view confusion
-matrix (``--confusion_png``). The report's ``top1`` / ``top5`` are the multi-view figures.
+(the scores of ``--test_clips`` x ``--test_crops`` views averaged per video, ``--score_average``),
+per-class accuracy and the number of videos, as JSON (``--report``), and optionally draws the
+multi-view confusion matrix (``--confusion_png``). The report's ``top1`` / ``top5`` are the
+multi-view figures.
+
+The paper's test protocols are presets (explicit flags override them)::
+
+    --protocol=k400   10 clips x 3 crops of 256x256, shorter side 256 (Kinetics-400)
+    --protocol=ssv1   2 clips x 3 crops of 256x256, shorter side 256 (Something-Something V1)
+    --protocol=single 1 clip x 1 centre crop at the model's size (the default)
+
+A model saved at one input size (train.py: 224) runs at any ``--image_size``: its graph is rebuilt
+at the new size and its weights moved over (``rnl_keras.evaluation.rebuild``). Every view goes
+through the one test-time transform (``rnl_keras.data.eval_transform``: full-size decode, resize
+the shorter side to ``--resize_shorter``, crop, normalise), the transform of the exported
+SavedModel's ``serving_default``: the same clip at the same settings gets the same probabilities.
 """
 import os
 import sys
@@ -22,16 +35,30 @@ flags.DEFINE_string("list_file", None, "Eval list (<path> <label> for video, <fo
 flags.DEFINE_string("data_root", "", "Directory the list's paths are relative to.")
 flags.DEFINE_string("frame_template", "img_{:05d}.jpg", "Frame file names of frame folders.")
 flags.DEFINE_integer("num_classes", None, "Number of classes K (default: the model's output size).")
-flags.DEFINE_integer("num_frames", None, "Frames per clip T (default: the model's input).")
-flags.DEFINE_integer("image_size", None, "Crop size S (default: the model's input).")
-flags.DEFINE_integer("resize_shorter", None, "Shorter side before cropping (default: S * 256 / 224, "
-                     "i.e. 256 for S = 224).")
+flags.DEFINE_enum("protocol", "single", ["single", "k400", "ssv1"], "Test protocol preset: "
+                  "k400 = 10 clips x 3 crops at 256 (shorter side 256), ssv1 = 2 clips x 3 crops "
+                  "at 256, single = 1 clip x 1 centre crop at the model's size. Explicit "
+                  "--test_clips / --test_crops / --twice_sample / --image_size / "
+                  "--resize_shorter override the preset.")
+flags.DEFINE_enum("score_average", "softmax", ["softmax", "logits"], "How the views of a video "
+                  "are combined: mean of the softmax probabilities, or mean of the logits then "
+                  "softmax (the authors' released test script).")
+flags.DEFINE_integer("num_frames", None, "Frames per clip T (default: the model's input; it "
+                     "must equal it).")
+flags.DEFINE_integer("image_size", None, "Crop size S (default: the preset's, else the model's "
+                     "input). Another size than the model's rebuilds the graph at S with the same "
+                     "weights.")
+flags.DEFINE_integer("resize_shorter", None, "Shorter side before cropping (default: the "
+                     "preset's, else trained size * 256 // 224, at least S: 256 for a model "
+                     "trained at 224, TSM's test scale; the default of every program).")
 flags.DEFINE_enum("sampling", "tsn", ["tsn", "dense"], "Frame sampling (TSN segments or dense).")
 flags.DEFINE_integer("dense_stride", 8, "Frame stride of dense sampling.")
-flags.DEFINE_bool("twice_sample", False, "TSN: add the segment-start clip (doubles test clips).")
-flags.DEFINE_integer("test_clips", 1, "Clips per video (temporal views).")
-flags.DEFINE_enum("test_crops", "1", ["1", "3"], "Crops per clip: 1 centre or 3 along the longer "
-                  "side.")
+flags.DEFINE_bool("twice_sample", False, "TSN: add the segment-start clip (doubles test clips; "
+                  "the ssv1 preset's 2 clips).")
+flags.DEFINE_integer("test_clips", None, "Clips per video (temporal views; default: the "
+                     "preset's).")
+flags.DEFINE_enum("test_crops", None, ["1", "3"], "Crops per clip: 1 centre or 3 along the "
+                  "longer side (default: the preset's).")
 flags.DEFINE_integer("batch_size", 8, "Views per batch.")
 flags.DEFINE_string("report", "eval_report.json", "Output JSON report.")
 flags.DEFINE_string("confusion_png", None, "Optional confusion-matrix PNG (multi-view).")
@@ -44,6 +71,54 @@ flags.DEFINE_enum("on_bad_sample", "skip", ["skip", "raise"], "Undecodable video
 flags.mark_flags_as_required(["model", "list_file"])
 
 FLAGS = flags.FLAGS
+
+
+def resolve_model_and_settings(model):
+    """The model at the test crop size and the test settings (preset + explicit flags).
+
+    Returns ``(model, settings)``; raises ``app.UsageError`` naming the flag on a mismatch.
+    """
+    from rnl_keras.data.eval_transform import default_resize_shorter
+    from rnl_keras.evaluation.protocol import resolve_protocol
+    from rnl_keras.evaluation.rebuild import RebuildError, input_geometry, with_input_size
+    try:
+        t_model, h_model, _ = input_geometry(model)
+    except RebuildError as e:
+        raise app.UsageError(f"--model={FLAGS.model}: {e}") from None
+    outputs = int(model.outputs[0].shape[-1])
+    num_classes = FLAGS.num_classes or outputs
+    if num_classes != outputs:
+        raise app.UsageError(f"--num_classes={num_classes} but the model has {outputs} outputs")
+    num_frames = FLAGS.num_frames or t_model
+    if num_frames is None:
+        raise app.UsageError("the model's input has no fixed T: pass --num_frames")
+    if t_model is not None and int(num_frames) != int(t_model):
+        raise app.UsageError(f"--num_frames={num_frames} but the model was built for T={t_model} "
+                             "(the temporal shift and attention fix T; the crop size is free)")
+    twice = FLAGS.twice_sample if FLAGS["twice_sample"].present else None
+    crops = int(FLAGS.test_crops) if FLAGS.test_crops is not None else None
+    try:
+        settings = resolve_protocol(FLAGS.protocol, FLAGS.sampling, test_clips=FLAGS.test_clips,
+                                    test_crops=crops, twice_sample=twice,
+                                    image_size=FLAGS.image_size,
+                                    resize_shorter=FLAGS.resize_shorter)
+    except ValueError as e:
+        raise app.UsageError(str(e)) from None
+    image_size = settings["image_size"] or h_model
+    if image_size is None:
+        raise app.UsageError("the model's input has no fixed size: pass --image_size")
+    try:
+        model = with_input_size(model, int(image_size))
+    except RebuildError as e:
+        raise app.UsageError(f"--image_size={image_size}: {e}") from None
+    resize = settings["resize_shorter"] or default_resize_shorter(int(image_size), h_model)
+    if resize < image_size:
+        raise app.UsageError(f"--resize_shorter={resize} is smaller than the crop size "
+                             f"{image_size}")
+    settings.update(num_frames=int(num_frames), image_size=int(image_size),
+                    resize_shorter=int(resize), num_classes=num_classes,
+                    trained_image_size=h_model)
+    return model, settings
 
 
 def main(argv):
@@ -64,17 +139,9 @@ def main(argv):
         model = keras.saving.load_model(FLAGS.model, compile=False)
     except Exception as e:  # noqa: BLE001
         raise app.UsageError(f"--model={FLAGS.model}: cannot load: {type(e).__name__}: {e}") from None
-    in_shape = tuple(model.inputs[0].shape)
-    num_classes = FLAGS.num_classes or int(model.outputs[0].shape[-1])
-    if num_classes != int(model.outputs[0].shape[-1]):
-        raise app.UsageError(f"--num_classes={num_classes} but the model has "
-                             f"{model.outputs[0].shape[-1]} outputs")
-    num_frames = FLAGS.num_frames or in_shape[1]
-    image_size = FLAGS.image_size or in_shape[2]
-    if num_frames is None or image_size is None:
-        raise app.UsageError("the model's input has no fixed T / S: pass --num_frames and "
-                             "--image_size")
-    resize_shorter = FLAGS.resize_shorter or int(round(image_size * 256 / 224))
+    model, settings = resolve_model_and_settings(model)
+    num_frames, image_size = settings["num_frames"], settings["image_size"]
+    resize_shorter, num_classes = settings["resize_shorter"], settings["num_classes"]
     class_names = None
     if FLAGS.labels or num_classes == 400:
         try:
@@ -85,20 +152,21 @@ def main(argv):
         cfg = DataConfig(source=FLAGS.data_source, list_file=FLAGS.list_file, root=FLAGS.data_root,
                          frame_template=FLAGS.frame_template, num_classes=num_classes,
                          num_frames=int(num_frames), sampling=FLAGS.sampling,
-                         twice_sample=FLAGS.twice_sample, dense_stride=FLAGS.dense_stride,
-                         test_clips=FLAGS.test_clips, test_crops=int(FLAGS.test_crops),
+                         twice_sample=settings["twice_sample"], dense_stride=FLAGS.dense_stride,
+                         test_clips=settings["test_clips"], test_crops=settings["test_crops"],
                          image_size=int(image_size), resize_shorter=resize_shorter, flip=False,
                          on_bad_sample=FLAGS.on_bad_sample, deterministic=True)
         validate_list_file(cfg)
     except (ValueError, ListFileError) as e:
         raise app.UsageError(str(e)) from None
     dataset = make_eval_dataset(cfg, FLAGS.batch_size)
-    logging.info("evaluate: %s on %s (T=%d, S=%d, resize %d, %d clip(s) x %d crop(s))", FLAGS.model,
-                 FLAGS.list_file, num_frames, image_size, resize_shorter, cfg.num_test_clips,
-                 cfg.test_crops)
+    logging.info("evaluate: %s on %s (protocol %s: T=%d, S=%d, resize %d, %d clip(s) x %d crop(s), "
+                 "%s averaging)", FLAGS.model, FLAGS.list_file, FLAGS.protocol, num_frames,
+                 image_size, resize_shorter, cfg.num_test_clips, cfg.test_crops,
+                 FLAGS.score_average)
     preds = collect_predictions(model, dataset, log=logging.info)
     report, cm = summarize(preds["logits"], preds["labels"], preds["video_index"], num_classes,
-                           class_names)
+                           class_names, score_average=FLAGS.score_average)
     expected = cfg.views_per_video
     if report["multi_view"]["views_per_video"] != expected:
         logging.warning("evaluate: expected %d views per video, got %s", expected,
@@ -107,10 +175,13 @@ def main(argv):
     report["list_file"] = os.path.abspath(FLAGS.list_file)
     report["skipped_bad_samples"] = BadSampleLog.count()
     report["skipped_bad_sample_messages"] = BadSampleLog.messages()[:100]
-    report["config"] = {"data_source": FLAGS.data_source, "num_frames": int(num_frames),
-                        "image_size": int(image_size), "resize_shorter": resize_shorter,
-                        "sampling": FLAGS.sampling, "test_clips": FLAGS.test_clips,
-                        "test_crops": int(FLAGS.test_crops), "twice_sample": FLAGS.twice_sample}
+    report["config"] = {"data_source": FLAGS.data_source, "protocol": FLAGS.protocol,
+                        "num_frames": int(num_frames), "image_size": int(image_size),
+                        "trained_image_size": settings["trained_image_size"],
+                        "resize_shorter": resize_shorter, "sampling": FLAGS.sampling,
+                        "test_clips": cfg.test_clips, "test_crops": cfg.test_crops,
+                        "twice_sample": cfg.twice_sample, "views_per_video": expected,
+                        "score_average": FLAGS.score_average}
     report["confusion_matrix"] = cm.tolist()
     write_report(report, FLAGS.report)
     if FLAGS.predictions:

@@ -9,12 +9,19 @@ Writes, under ``--export_dir`` (default ``saved_models``)::
     <name>/<name>-v<version>.dynamic.tflite  dynamic-range quantised TFLite
     <name>/export_report.json            parity figures of every version
 
-Signatures: ``serving_default`` takes uint8 frames ``(B, T, H, W, 3)`` of any H, W (resized,
-centre-cropped and normalised in the graph); ``serving_float`` takes normalised float32 clips
-``(B, T, S, S, 3)``. Both return ``probabilities``, ``top_k_indices``, ``top_k_scores`` and
-``top_k_labels``. Before a version is published, the SavedModel is reloaded and compared with the
-Keras model, and the TFLite files with the SavedModel, on a few clips (``--parity_videos`` or
-synthetic ones); a float mismatch above ``--tolerance`` or a non-builtin op fails the export.
+Signatures: ``serving_default`` takes uint8 frames ``(B, T, H, W, 3)`` of any H, W up to
+``--max_frame_size`` pixels a side (the graph runs the evaluation's test transform: resize the
+shorter side to ``--resize_shorter``, default S * 256 // 224 = 256 for S = 224, centre crop S,
+normalise); ``serving_float`` takes normalised float32 clips ``(B, T, S, S, 3)``. Both return
+``probabilities``, ``top_k_indices``, ``top_k_scores`` and ``top_k_labels``. Inputs of the wrong
+rank, frame count or channel count, empty batches, 0-pixel frames and frames above the cap are
+refused in the graph with an error naming the expected shape and the shape received.
+``--image_size`` other than the model's rebuilds its graph at that size with the same weights.
+``--export_dir`` is checked before anything else (a file, or a read-only place, is refused naming
+the flag); a failed export leaves no temporary file or directory behind. Before a version is
+published, the SavedModel is reloaded and compared with the Keras model, and the TFLite files with
+the SavedModel, on a few clips (``--parity_videos`` or synthetic ones); a float mismatch above
+``--tolerance`` or a non-builtin op fails the export.
 """
 import json
 import os
@@ -34,10 +41,17 @@ flags.DEFINE_string("labels", None, "Class names file, one a line, in label orde
                     "Kinetics-400 names (rnl_keras/data/kinetics400_classes.txt) for 400-class "
                     "models; required otherwise.")
 flags.DEFINE_integer("num_frames", None, "Frames per clip T (default: from the model's input).")
-flags.DEFINE_integer("image_size", None, "Crop size S (default: from the model's input).")
+flags.DEFINE_integer("image_size", None, "Crop size S (default: from the model's input; another "
+                     "size rebuilds the graph at S with the same weights, as evaluate.py does).")
 flags.DEFINE_integer("resize_shorter", None, "serving_default resizes the shorter side of the "
-                     "frames to this before the centre S x S crop (default: S; 256 for S=224 "
-                     "reproduces the 1-crop eval view of evaluate.py).")
+                     "frames to this before the centre S x S crop (default: trained size * 256 "
+                     "// 224, at least S: 256 for a 224 model, the default of evaluate.py, so "
+                     "the export reproduces its 1-clip 1-crop view exactly).")
+flags.DEFINE_integer("max_frame_size", 2048, "serving_default refuses (with a clear error, in the "
+                     "graph) frames taller or wider than this many pixels; 0: no cap. The graph "
+                     "holds a request's frames as float32 while resizing, 12 bytes a pixel: 8 "
+                     "frames of 2048 x 2048 take 0.4 GB, of 4000 x 4000 1.5 GB. Clients "
+                     "downscale larger videos first (predict.py --max_shorter).")
 flags.DEFINE_integer("top_k", 5, "Number of top classes returned by the signatures.")
 flags.DEFINE_bool("tflite", True, "Also write float32 and dynamic-range quantised .tflite files "
                   "(--notflite to skip).")
@@ -64,6 +78,22 @@ def load_keras_model(path):
                              f"{type(e).__name__}: {e}") from None
 
 
+def at_export_size(model):
+    """The model at ``--image_size`` (rebuilt when it differs) and the serving shorter side."""
+    from rnl_keras.data.eval_transform import default_resize_shorter
+    from rnl_keras.evaluation.rebuild import RebuildError, input_geometry, with_input_size
+    try:
+        _, trained, _ = input_geometry(model)
+        if FLAGS.image_size:
+            model = with_input_size(model, FLAGS.image_size)
+    except RebuildError as e:
+        raise app.UsageError(f"--image_size={FLAGS.image_size}: {e}") from None
+    size = FLAGS.image_size or trained
+    if FLAGS.resize_shorter or not size:
+        return model, FLAGS.resize_shorter
+    return model, default_resize_shorter(size, trained)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -75,8 +105,16 @@ def main(argv):
     pylogging.getLogger("tensorflow").setLevel(pylogging.WARNING)
 
     from rnl_keras.export import ExportError, LabelsError, TFLiteExportError, export_model
+    from rnl_keras.export.destination import check_destination
     from rnl_keras.export.predictor import VideoReadError, read_clip
+    if FLAGS.max_frame_size < 0:
+        raise app.UsageError(f"--max_frame_size={FLAGS.max_frame_size}: must be >= 0 (0: no cap)")
+    try:   # before loading the model: an unwritable destination is refused at once
+        check_destination(FLAGS.export_dir, FLAGS.name)
+    except ExportError as e:
+        raise app.UsageError(str(e)) from None
     model = load_keras_model(FLAGS.model)
+    model, resize_shorter = at_export_size(model)
     clips = None
     if FLAGS.parity_videos:
         t = FLAGS.num_frames or model.inputs[0].shape[1]
@@ -94,7 +132,8 @@ def main(argv):
     try:
         report = export_model(model, FLAGS.export_dir, FLAGS.name, FLAGS.labels,
                               num_frames=FLAGS.num_frames, image_size=FLAGS.image_size,
-                              resize_shorter=FLAGS.resize_shorter, top_k=FLAGS.top_k,
+                              resize_shorter=resize_shorter, top_k=FLAGS.top_k,
+                              max_frame_size=FLAGS.max_frame_size,
                               tflite=FLAGS.tflite, parity_clips=clips,
                               num_parity_clips=FLAGS.num_parity_clips, tolerance=FLAGS.tolerance,
                               source=os.path.abspath(FLAGS.model), log=logging.info)
@@ -102,6 +141,9 @@ def main(argv):
         raise app.UsageError(str(e)) from None
     except (ExportError, TFLiteExportError) as e:
         logging.error("export failed: %s", e)
+        sys.exit(1)
+    except OSError as e:   # e.g. the disk filled up while writing: one line, non-zero exit
+        logging.error("export failed: %s: %s", type(e).__name__, e)
         sys.exit(1)
     p = report["saved_model_parity"]
     summary = {

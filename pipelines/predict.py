@@ -20,9 +20,13 @@ flags.DEFINE_string("model", None, "SavedModel directory (version or base) or .t
 flags.DEFINE_integer("top_k", 5, "Number of classes to print.")
 flags.DEFINE_string("labels", None, "Class names file (default: the export's assets/labels.txt).")
 flags.DEFINE_integer("resize_shorter", None, "TFLite only: shorter side before the centre crop "
-                     "(default: the export's value from assets/export_meta.json).")
+                     "(default: the export's value from assets/export_meta.json, else "
+                     "S * 256 // 224 as everywhere).")
 flags.DEFINE_integer("max_shorter", None, "Downscale decoded frames whose shorter side exceeds "
-                     "this at decode time (faster on large videos; default: decode at full size).")
+                     "this at decode time (default: decode at full size, exactly as evaluate.py "
+                     "does). Needed for videos above the export's max_frame_size (2048 a side by "
+                     "default), which the SavedModel refuses; the decoder's scaler changes the "
+                     "pixels slightly.")
 flags.DEFINE_bool("json", False, "Print the result as JSON instead of text lines.")
 flags.mark_flag_as_required("model")
 

@@ -6,12 +6,16 @@
 
 Frames are resized (shorter side --resize_shorter) and JPEG-encoded into one tf.train.SequenceExample
 per video. Each shard is written to a temporary name and renamed when complete (plus a JSON manifest),
-so the run is resumable: rerunning skips shards that are already complete. Train from the shards with
+so the run is resumable: rerunning keeps the shards that are complete and still match their manifest
+(record count, byte size), rewrites any shard cut short or changed since (naming it), and removes the
+temporaries of killed runs. A progress line (done/total, rate, ETA) goes to stderr; every error names
+its file and ends the run with a non-zero exit. Train from the shards with
 ``DataConfig(source="tfrecord", list_file="<output_dir>/*.tfrecord")``.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -48,11 +52,24 @@ flags.register_validator("list_file", lambda v: v is None or os.path.isfile(v),
                          message="--list_file does not name an existing file")
 
 
+def _exit_on_sigterm() -> None:
+    """SIGTERM (a scheduler, ``kill``) unwinds like Ctrl-C, so the shard being written is removed."""
+    def handler(signum, frame):
+        print(f"prepare_data: stopped by signal {signum}; the shard being written is removed, "
+              "rerun to resume", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _exit_on_sigterm()
+    import tensorflow as tf
     from rnl_keras.data import DataConfig, ListFileError
     from rnl_keras.data.prepare import prepare_shards
+    if os.path.exists(FLAGS.output_dir) and not os.path.isdir(FLAGS.output_dir):
+        raise app.UsageError(f"--output_dir={FLAGS.output_dir} is a file, not a directory")
     cfg = DataConfig(source=FLAGS.source, list_file=FLAGS.list_file, root=FLAGS.root,
                      frame_template=FLAGS.frame_template, frame_index_start=FLAGS.frame_index_start,
                      num_classes=FLAGS.num_classes, on_bad_line=FLAGS.on_bad_line)
@@ -64,11 +81,19 @@ def main(argv):
     except ListFileError as e:
         logging.error("%s", e)
         return 2
-    print(f"{len(result['written'])} shard(s) written, {len(result['skipped_shards'])} already "
-          f"complete, {result['num_examples']} examples, {len(result['bad_samples'])} bad sample(s) "
+    except (OSError, RuntimeError, tf.errors.OpError) as e:   # each names its file
+        logging.error("prepare_data failed: %s", getattr(e, "message", None) or e)
+        return 1
+    print(f"{len(result['written'])} shard(s) written ({len(result['rewritten'])} of them damaged "
+          f"and rewritten), {len(result['skipped_shards'])} already complete, "
+          f"{result['num_examples']} examples, {len(result['bad_samples'])} bad sample(s) "
           f"skipped -> {FLAGS.output_dir}")
+    for shard, why in result["rewritten"].items():
+        print(f"  rewrote {shard}: {why}")
     for msg in result["bad_samples"]:
         print("  " + msg)
+    for msg in result["notes"]:
+        print("  kept, with a problem: " + msg)
     return 0
 
 

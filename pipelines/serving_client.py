@@ -10,8 +10,10 @@ prints the top-k classes returned by the server:
   ``tf.make_tensor_proto`` and sent with ``PredictionServiceStub.Predict``.
 
 ``--signature=serving_default`` sends uint8 frames at decoded size (the model preprocesses);
-``--signature=serving_float`` preprocesses in NumPy first and needs ``--image_size`` (and
-``--resize_shorter`` if the export used one). ``--local_saved_model=DIR`` skips the network and
+``--signature=serving_float`` preprocesses in NumPy first (the test transform's NumPy twin) and
+needs ``--image_size`` (and ``--resize_shorter`` if the export used another than the default).
+The server refuses frames above the export's ``--max_frame_size``: use ``--max_shorter`` for large
+videos. ``--local_saved_model=DIR`` skips the network and
 answers the same request with an in-process SavedModel (decoding it as TF Serving would), which is
 how the client is tested where no model server exists.
 """
@@ -37,7 +39,8 @@ flags.DEFINE_string("input_name", None, "Input tensor name (default: frames for 
 flags.DEFINE_integer("num_frames", 8, "Frames per clip T (must match the model).")
 flags.DEFINE_integer("image_size", None, "serving_float only: crop size S of the model.")
 flags.DEFINE_integer("resize_shorter", None, "serving_float only: shorter side before the crop "
-                     "(default: S).")
+                     "(default: S * 256 // 224, the export's and evaluate.py's default; give the "
+                     "export's value if it used another).")
 flags.DEFINE_integer("max_shorter", None, "Downscale decoded frames to this shorter side before "
                      "sending (smaller requests; default: send decoded size).")
 flags.DEFINE_integer("top_k", 5, "Number of classes to print.")

@@ -7,8 +7,10 @@
     python pipelines/visualize_attention.py --checkpoint=train_dir/ckpt --attention=rnl \\
         --num_classes=400 --num_frames=8 --image_size=224 --video=clip.mp4 --grid=3x3
 
-The clip is sampled as at test time (the centre frame of each of T segments), its shorter side
-resized to the model's input size and centre-cropped. Points are FRAME:X,Y in that cropped image
+The clip goes through the evaluation's test transform (``rnl_keras.data.eval_transform``): the
+centre frame of each of T segments, decoded at full size, the shorter side resized to
+--resize_shorter (default S * 256 // 224, as evaluate.py and the exported model) and centre-cropped
+to the model's S x S. Points are FRAME:X,Y in that cropped image
 (pixels, 0-based), ';'-separated, or a --grid of cell centres on --grid_frame. The figure has one
 row per point and one column per frame; each heat-map is the point's attention row (normalised
 over the row's frames) blended on the frame, the point marked by a red dot on its frame. With
@@ -35,6 +37,8 @@ flags.DEFINE_integer("num_classes", None, "With --checkpoint: classifier size.")
 flags.DEFINE_integer("num_frames", 8, "With --checkpoint: frames per clip T.")
 flags.DEFINE_integer("image_size", 224, "With --checkpoint (or a model with a free input size): "
                      "input size.")
+flags.DEFINE_integer("resize_shorter", None, "Shorter side before the centre crop (default: "
+                     "S * 256 // 224, the evaluation's and the export's default).")
 flags.DEFINE_string("block", None, "Attention block (layer name), default the first one.")
 flags.DEFINE_string("model2", None, "Optional second model (.keras) drawn side by side, e.g. NL.")
 flags.DEFINE_string("block2", None, "Block of --model2 (default its first attention block).")
@@ -102,7 +106,11 @@ def main(argv):
     size = height or FLAGS.image_size
     if height is not None and width != height:
         raise app.UsageError(f"model input {height}x{width} is not square")
-    frames, clip, indices = vis.load_clip(FLAGS.video, num_frames, size)
+    from rnl_keras.export.predictor import VideoReadError
+    try:
+        frames, clip, indices = vis.load_clip(FLAGS.video, num_frames, size, FLAGS.resize_shorter)
+    except (VideoReadError, ValueError) as err:
+        raise app.UsageError(f"--video={FLAGS.video}: {err}") from None
     if FLAGS.points:
         points = vis.parse_points(FLAGS.points)
     else:

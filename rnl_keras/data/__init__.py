@@ -6,9 +6,11 @@ Sources: video files (PyAV), frame folders (``tf.io.decode_jpeg``) and TFRecord 
 import os as _os
 
 from rnl_keras.data.config import IMAGENET_MEAN, IMAGENET_STD, DataConfig
-from rnl_keras.data.errors import BadSampleError, BadSampleLog, ListFileError, report_bad_samples
-from rnl_keras.data.list_file import Entry, validate_list_file
-from rnl_keras.data.pipeline import make_eval_dataset, make_train_dataset
+from rnl_keras.data.errors import (BadSampleError, BadSampleLog, DamagedShardError, ListFileError,
+                                   report_bad_samples)
+from rnl_keras.data.list_file import Entry, count_samples, validate_list_file
+from rnl_keras.data.pipeline import (is_end_of_pass, make_eval_dataset, make_train_dataset,
+                                     pad_end_of_pass)
 
 KINETICS400_CLASSES = _os.path.join(_os.path.dirname(__file__), "kinetics400_classes.txt")
 
@@ -21,4 +23,5 @@ def read_class_names(path: str = KINETICS400_CLASSES) -> list[str]:
 
 __all__ = ["DataConfig", "make_train_dataset", "make_eval_dataset", "validate_list_file",
            "ListFileError", "BadSampleLog", "BadSampleError", "Entry", "report_bad_samples",
-           "IMAGENET_MEAN", "IMAGENET_STD", "KINETICS400_CLASSES", "read_class_names"]
+           "IMAGENET_MEAN", "IMAGENET_STD", "KINETICS400_CLASSES", "read_class_names",
+           "pad_end_of_pass", "is_end_of_pass", "DamagedShardError", "count_samples"]

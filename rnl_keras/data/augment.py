@@ -3,8 +3,9 @@
 Every frame of a clip gets the SAME crop box and the SAME flip decision (Keras preprocessing layers
 draw per image, so they must not be used on clips). Training follows TSM's
 ``GroupMultiScaleCrop(S, [1, .875, .75, .66])`` (max_distort 1, the 13 "more fix crop" positions)
-then resize to S and an optional horizontal flip; test views resize the shorter side and take a
-centre crop or 3 crops along the longer side. Output is float32 normalised with ImageNet mean/std.
+then resize to S and an optional horizontal flip. Test views are the one test-time transform of
+:mod:`rnl_keras.data.eval_transform` (resize the shorter side, centre crop or 3 crops along the
+longer side). Output is float32 normalised with ImageNet mean/std.
 """
 from __future__ import annotations
 
@@ -12,7 +13,10 @@ import itertools
 
 import tensorflow as tf
 
-from rnl_keras.data.config import IMAGENET_MEAN, IMAGENET_STD, MULTI_SCALES, DataConfig
+from rnl_keras.data.config import MULTI_SCALES, DataConfig
+# The test-time transform and the normalisation live in one module; re-exported here.
+from rnl_keras.data.eval_transform import (crop_offsets, eval_transform, normalize,  # noqa: F401
+                                           resize_shorter_side)
 
 # (x, y) offsets in quarters of the free space: TSM's fill_fix_offset(more_fix_crop=True).
 _FIX_OFFSETS = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), (2, 0),
@@ -20,12 +24,6 @@ _FIX_OFFSETS = ((0, 0), (4, 0), (0, 4), (4, 4), (2, 2), (0, 2), (4, 2), (2, 4), 
 # (height scale index, width scale index) pairs with |i - j| <= max_distort = 1.
 _SCALE_PAIRS = tuple((i, j) for i, j in itertools.product(range(len(MULTI_SCALES)), repeat=2)
                      if abs(i - j) <= 1)
-
-
-def normalize(clip: tf.Tensor) -> tf.Tensor:
-    """uint8 / [0, 255] float RGB -> float32 ``(x / 255 - mean) / std`` (ImageNet)."""
-    x = tf.cast(clip, tf.float32) / 255.0
-    return (x - tf.constant(IMAGENET_MEAN, tf.float32)) / tf.constant(IMAGENET_STD, tf.float32)
 
 
 def sample_crop_box(height, width, image_size: int, seed) -> tf.Tensor:
@@ -91,43 +89,11 @@ def train_augment(clip, label, cfg: DataConfig, seed):
     return out, label, {"box": box, "flipped": flipped}
 
 
-def resize_shorter_side(frames, size: int):
-    """Resize ``(..., H, W, 3)`` frames so that the shorter side is ``size`` (bilinear, float32)."""
-    shape = tf.shape(frames)
-    h, w = tf.cast(shape[-3], tf.float32), tf.cast(shape[-2], tf.float32)
-    scale = size / tf.minimum(h, w)
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), size)
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), size)
-    return tf.image.resize(tf.cast(frames, tf.float32), tf.stack([new_h, new_w]))
-
-
-def crop_offsets(height, width, size: int, crops: int) -> tf.Tensor:
-    """``[crops, 2]`` (y, x) offsets: the centre, or start / centre / end of the longer side."""
-    cy, cx = (height - size) // 2, (width - size) // 2
-    if crops == 1:
-        return tf.reshape(tf.stack([cy, cx]), [1, 2])
-    wide = width >= height
-    along = tf.where(wide, width, height) - size
-    starts = tf.stack([0, along // 2, along])
-    ys = tf.where(wide, tf.fill([3], cy), starts)
-    xs = tf.where(wide, starts, tf.fill([3], cx))
-    return tf.stack([ys, xs], axis=1)
-
-
 def eval_views(clips, cfg: DataConfig) -> tf.Tensor:
     """``(C, T, H, W, 3)`` uint8 -> ``(C * crops, T, S, S, 3)`` float32 normalised views.
 
-    Views are ordered clip-major: all crops of clip 0, then of clip 1, ...
+    The one test-time transform, :func:`rnl_keras.data.eval_transform.eval_transform`, with the
+    config's crop size, shorter side and crop count. Views are clip-major (crops of clip 0, ...).
     """
-    s = cfg.image_size
-    shape = tf.shape(clips)
-    c, t = shape[0], shape[1]
-    frames = resize_shorter_side(tf.reshape(clips, tf.concat([[c * t], shape[2:]], 0)),
-                                 cfg.resize_shorter)
-    fshape = tf.shape(frames)
-    frames = tf.reshape(frames, tf.concat([[c, t], fshape[1:]], 0))
-    offsets = crop_offsets(fshape[1], fshape[2], s, cfg.test_crops)
-    views = [frames[:, :, offsets[k, 0]:offsets[k, 0] + s, offsets[k, 1]:offsets[k, 1] + s, :]
-             for k in range(cfg.test_crops)]
-    out = normalize(tf.reshape(tf.stack(views, axis=1), [-1, cfg.num_frames, s, s, 3]))
-    return out
+    return eval_transform(clips, cfg.image_size, cfg.resize_shorter, cfg.test_crops,
+                          num_frames=cfg.num_frames)

@@ -22,6 +22,17 @@ class ListFileError(ValueError):
             f"{len(self.problems)} problem(s) in list file:\n" + "\n".join(self.problems))
 
 
+class DamagedShardError(ListFileError):
+    """TFRecord shards that no longer match their manifests (cut short, truncated, changed), found
+    when the shards are opened with ``on_bad_sample="raise"``; ``problems`` names each shard."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__(problems)
+        self.args = (f"{len(self.problems)} damaged TFRecord shard(s) (cut short or changed since "
+                     "prepare_data.py wrote them; rerun it to rewrite them):\n"
+                     + "\n".join(self.problems),)
+
+
 class BadSampleError(RuntimeError):
     """One sample cannot be decoded. The message always names the path and the reason."""
 
@@ -42,18 +53,28 @@ class BadSampleLog:
     _lock = threading.Lock()
     _messages: list[str] = []
     _notes: list[str] = []
+    _count = 0
 
     @classmethod
-    def _log(cls, bucket: list, msg: str) -> str:
+    def _log(cls, bucket: list, msg: str, count: int = 0) -> str:
         with cls._lock:
             bucket.append(msg)
+            cls._count += count
         logging.warning(msg)
         return msg
 
     @classmethod
-    def record(cls, path: str, reason: str) -> str:
-        """Record one skipped sample and log it; returns the message."""
-        return cls._log(cls._messages, f"skipped bad sample {path}: {reason}")
+    def record(cls, path: str, reason: str, count: int = 1) -> str:
+        """Record skipped samples of one file and log them; returns the message.
+
+        Args:
+          path: the file the samples came from (a video, a frame, a TFRecord shard).
+          reason: why they were skipped.
+          count: how many samples were lost (a cut-short shard loses several records at once).
+        """
+        count = int(count)
+        what = "bad sample" if count == 1 else f"{count} bad samples of"
+        return cls._log(cls._messages, f"skipped {what} {path}: {reason}", count)
 
     @classmethod
     def note(cls, path: str, reason: str) -> str:
@@ -64,7 +85,7 @@ class BadSampleLog:
     def count(cls) -> int:
         """Number of samples skipped since the last :meth:`reset`."""
         with cls._lock:
-            return len(cls._messages)
+            return cls._count
 
     @classmethod
     def messages(cls) -> list[str]:
@@ -84,6 +105,7 @@ class BadSampleLog:
         with cls._lock:
             cls._messages.clear()
             cls._notes.clear()
+            cls._count = 0
 
 
 def report_bad_samples(epoch: int | None = None, since: int = 0) -> str:

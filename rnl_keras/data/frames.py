@@ -7,6 +7,7 @@ raises :class:`BadSampleError` naming it instead of stopping the input pipeline)
 from __future__ import annotations
 
 import os
+import re
 
 import numpy as np
 import tensorflow as tf
@@ -41,9 +42,17 @@ def read_frame_files(folder: str, indices, template: str = "img_{:05d}.jpg", sta
         try:
             img = tf.io.decode_jpeg(tf.io.read_file(path), channels=3).numpy()
         except (tf.errors.InvalidArgumentError, tf.errors.DataLossError) as e:
-            raise BadSampleError(path, f"unreadable JPEG: {e.message.splitlines()[0]}") from None
+            raise BadSampleError(path, f"unreadable JPEG (truncated or corrupt): "
+                                 f"{_op_message(e)}") from None
         decoded[i] = img
     shapes = {a.shape for a in decoded.values()}
     if len(shapes) != 1:
         raise BadSampleError(folder, f"frames of different sizes: {sorted(shapes)}")
     return np.stack([decoded[i] for i in indices])
+
+
+def _op_message(err) -> str:
+    """The first line of a TF op error without its ``{{function_node ...}}`` / ``[Op:...]`` wrapping."""
+    line = err.message.splitlines()[0] if err.message else type(err).__name__
+    line = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", line)
+    return re.sub(r"\s*\[Op:[^\]]*\]$", "", line).strip()

@@ -4,7 +4,9 @@ Video lists have lines ``<path> <label>``; frame-folder lists (TSM format) ``<fo
 <label>``. Paths may contain spaces (the numbers are split off the right). Blank lines and lines
 starting with ``#`` are ignored. Every problem is collected and reported at once as
 ``"<list file>:<line>: <reason>"``. For the ``tfrecord`` source the "list" is a glob / shard list and
-the labels are checked against the manifests ``prepare_data.py`` writes next to each shard.
+the labels are checked against the manifests ``prepare_data.py`` writes next to each shard, and each
+shard against its manifest's record count and byte size (a shard cut short is named; what happens next
+follows ``on_bad_sample``).
 """
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ import os
 from absl import logging
 
 from rnl_keras.data.config import DataConfig
-from rnl_keras.data.errors import ListFileError
+from rnl_keras.data.errors import DamagedShardError, ListFileError
+from rnl_keras.data.tfrecord import check_shard, read_manifest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -103,7 +106,7 @@ def manifest_path(shard: str) -> str:
 
 
 def _validate_shards(cfg: DataConfig) -> tuple[list[str], list[str]]:
-    shards, problems = [], []
+    shards, problems, damaged = [], [], []
     paths = shard_paths(cfg)
     if not paths:
         return [], [f"{cfg.list_file}:0: no shard files match"]
@@ -115,17 +118,53 @@ def _validate_shards(cfg: DataConfig) -> tuple[list[str], list[str]]:
         if not os.path.isfile(mpath):
             problems.append(f"{shard}:0: no manifest {os.path.basename(mpath)} (incomplete shard?)")
             continue
-        with open(mpath) as f:
-            manifest = json.load(f)
+        manifest = read_manifest(shard)
+        if manifest is None or "num_examples" not in manifest:
+            problems.append(f"{shard}:0: manifest {mpath} is not a valid shard manifest")
+            continue
         bad = False
         if cfg.num_classes is not None:
             for i, label in enumerate(manifest.get("labels", [])):
                 if not 0 <= label < cfg.num_classes:
                     problems.append(f"{shard}:{i}: label {label} outside [0, {cfg.num_classes})")
                     bad = True
-        if not bad:
-            shards.append(shard)
+        if bad:
+            continue
+        problem = _checked_shard(shard, manifest)
+        if problem:
+            damaged.append(f"{shard}: {problem}")
+        shards.append(shard)
+    _apply_shard_policy(cfg, damaged)
     return shards, problems
+
+
+_check_cache: dict = {}
+
+
+def _checked_shard(shard: str, manifest: dict) -> str | None:
+    """:func:`check_shard`, remembered while the file's size and mtime stay the same."""
+    st = os.stat(shard)
+    key = (shard, st.st_size, st.st_mtime_ns, manifest.get("num_examples"),
+           manifest.get("num_bytes"))
+    if key not in _check_cache:
+        _check_cache[key] = check_shard(shard, manifest)[1]
+    return _check_cache[key]
+
+
+def _apply_shard_policy(cfg: DataConfig, damaged: list[str]) -> None:
+    """Shards cut short or changed since ``prepare_data.py`` wrote them: the bad-sample policy.
+
+    ``on_bad_sample="raise"`` stops (:class:`DamagedShardError` naming every such shard);
+    ``"skip"`` warns here, reads the records that remain, and the pipeline counts the lost ones
+    as bad samples named by the shard on every pass.
+    """
+    if not damaged:
+        return
+    if cfg.on_bad_sample == "raise":
+        raise DamagedShardError(damaged)
+    for d in damaged:
+        logging.warning("damaged shard %s (its lost records are skipped and counted as bad "
+                        "samples)", d)
 
 
 def validate_list_file(cfg: DataConfig) -> list:
@@ -147,3 +186,18 @@ def validate_list_file(cfg: DataConfig) -> list:
     if not entries:
         raise ListFileError([f"{cfg.list_file}:0: no samples"])
     return entries
+
+
+def count_samples(cfg: DataConfig) -> int:
+    """Samples one pass over ``cfg``'s list holds (before bad samples are found at decode time).
+
+    Video / frame lists: the valid lines. TFRecord shards: the manifests' record counts (what
+    ``prepare_data.py`` wrote), so steps per epoch can be derived for shards too.
+
+    Raises:
+      ListFileError: as :func:`validate_list_file`.
+    """
+    items = validate_list_file(cfg)
+    if cfg.source != "tfrecord":
+        return len(items)
+    return sum(int(read_manifest(shard)["num_examples"]) for shard in items)

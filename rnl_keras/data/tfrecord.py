@@ -5,15 +5,19 @@ the sample's position in the source list), ``height``/``width`` (int64), ``path`
 Feature list ``frames``: one JPEG (bytes) per frame, in order.
 
 Shards are written to ``<name>.tmp-<pid>`` and renamed with ``os.replace`` when complete, then a JSON
-manifest ``<shard>.json`` (count, labels, skipped samples) is written the same way. A shard counts as
-done only when both exist, so a killed run leaves no half shard that reads as valid and a rerun
-resumes with the missing shards.
+manifest ``<shard>.json`` (record count ``num_examples``, byte size ``num_bytes``, labels, skipped
+samples) is written the same way. A shard counts as done only when both exist and the shard still
+matches its manifest (:func:`check_shard`: byte size and the records found by :func:`scan_tfrecord`),
+so a killed run leaves no half shard that reads as valid, a shard cut short later (a full disk, a
+partial copy) is found, and a rerun rewrites exactly the missing or damaged shards.
 """
 from __future__ import annotations
 
+import glob
 import io
 import json
 import os
+import struct
 import sys
 import time
 
@@ -72,16 +76,116 @@ def shard_name(output_dir: str, prefix: str, i: int, n: int) -> str:
     return os.path.join(output_dir, f"{prefix}-{i:05d}-of-{n:05d}.tfrecord")
 
 
-def shard_is_complete(path: str) -> bool:
-    """True when the shard and its manifest exist and the manifest says complete."""
-    mpath = path + ".json"
-    if not (os.path.isfile(path) and os.path.isfile(mpath)):
-        return False
+def scan_tfrecord(path: str) -> tuple[int, str | None]:
+    """Count the complete records of a TFRecord file from its framing (no decoding, no CRC check).
+
+    A record is ``uint64 length | uint32 crc | data[length] | uint32 crc``; the scan reads the
+    12-byte headers and seeks over the data, so it costs one small read per record.
+
+    Returns:
+      ``(records, problem)``: the number of complete records, and ``None`` or why the file ends
+      inside a record (``"cut short inside record 5 (at byte 2034: needs 1016 bytes, 470 left)"``).
+    """
+    size = os.path.getsize(path)
+    count, pos = 0, 0
+    with open(path, "rb") as f:
+        while pos < size:
+            header = f.read(12)
+            if len(header) < 12:
+                return count, (f"cut short inside the header of record {count} (at byte {pos}: "
+                               f"{len(header)} of 12 bytes)")
+            length = struct.unpack("<Q", header[:8])[0]
+            end = pos + 12 + length + 4
+            if end > size:
+                return count, (f"cut short inside record {count} (at byte {pos}: needs "
+                               f"{12 + length + 4} bytes, {size - pos} left)")
+            f.seek(end)
+            pos, count = end, count + 1
+    return count, None
+
+
+def read_manifest(shard: str) -> dict | None:
+    """The manifest ``<shard>.json`` as a dict, or None when it is missing or unreadable."""
     try:
-        with open(mpath) as f:
-            return bool(json.load(f).get("complete"))
+        with open(shard + ".json", encoding="utf-8") as f:
+            manifest = json.load(f)
     except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def check_shard(shard: str, manifest: dict | None = None) -> tuple[int, str | None]:
+    """Compare a shard with its manifest: byte size (when recorded) and the records it holds.
+
+    Args:
+      shard: the ``.tfrecord`` file.
+      manifest: its manifest (read from ``<shard>.json`` when None).
+
+    Returns:
+      ``(readable, problem)``: the complete records in the file, and ``None`` when the shard
+      matches its manifest or a message naming what is wrong (``"file is 2504 bytes, its manifest
+      says 5085; 2 of 5 records readable: cut short inside record 2 (...)"``).
+    """
+    manifest = manifest if manifest is not None else read_manifest(shard)
+    if manifest is None:
+        return 0, f"no readable manifest {os.path.basename(shard)}.json"
+    if not os.path.isfile(shard):
+        return 0, "shard file not found"
+    expected = int(manifest.get("num_examples", -1))
+    size = os.path.getsize(shard)
+    readable, tail = scan_tfrecord(shard)
+    why = []
+    if "num_bytes" in manifest and size != int(manifest["num_bytes"]):
+        why.append(f"file is {size} bytes, its manifest says {int(manifest['num_bytes'])}")
+    if tail is not None or readable != expected:
+        why.append(f"{readable} of {expected} records readable" + (f": {tail}" if tail else ""))
+    return readable, "; ".join(why) or None
+
+
+def shard_status(path: str) -> str | None:
+    """None when the shard is done (it and its manifest exist, the manifest says complete and the
+    shard matches it: :func:`check_shard`), else why it must be (re)written."""
+    manifest = read_manifest(path)
+    if not os.path.isfile(path):
+        return "not written yet"
+    if not (manifest and manifest.get("complete")):
+        return "no complete manifest"
+    return check_shard(path, manifest)[1]
+
+
+def shard_is_complete(path: str) -> bool:
+    """True when :func:`shard_status` finds nothing to redo."""
+    return shard_status(path) is None
+
+
+def remove_stale_temporaries(output_dir: str, prefix: str) -> list[str]:
+    """Delete ``<prefix>-*.tmp-<pid>`` files (shards / manifests) of processes no longer running.
+
+    A run killed with SIGKILL (or a crashed worker process) cannot clean up after itself; the next
+    run calls this first. Files of a live process (another run writing the same directory) are kept.
+    Returns the removed paths.
+    """
+    removed = []
+    for tmp in glob.glob(os.path.join(glob.escape(output_dir), glob.escape(prefix) + "-*.tmp-*")):
+        pid = tmp.rsplit(".tmp-", 1)[1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        try:
+            os.remove(tmp)
+            removed.append(tmp)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
         return False
+    except PermissionError:
+        return True
+    return True
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
@@ -129,11 +233,24 @@ def write_shard(shard: str, items: list, source: str, template: str, start: int,
                 resize_shorter: int | None, quality: int, stride: int = 1, progress=None) -> dict:
     """Write one shard from ``items`` (``(path, label, num_frames, index)``) atomically.
 
-    Bad samples are skipped, logged and listed in the manifest. Returns the manifest.
+    The shard goes to ``<shard>.tmp-<pid>`` and is renamed when complete; its manifest (record
+    count, byte size, labels, indices, skipped samples) follows the same way. An old manifest is
+    removed first, so a run killed mid-rewrite never leaves a manifest describing another file.
+    Temporaries are removed on any failure.
+
+    Returns:
+      The manifest dict.
+
+    Raises:
+      RuntimeError: an unexpected failure on one sample, naming the sample's path (bad samples,
+        :class:`BadSampleError`, are skipped, logged and listed in the manifest instead).
     """
     from rnl_keras.data.errors import BadSampleError, BadSampleLog
     tmp = f"{shard}.tmp-{os.getpid()}"
+    if os.path.exists(shard + ".json"):
+        os.remove(shard + ".json")
     labels, indices, skipped = [], [], []
+    notes_before = len(BadSampleLog.notes())
     try:
         with tf.io.TFRecordWriter(tmp) as writer:
             for path, label, num_frames, index in items:
@@ -142,6 +259,8 @@ def write_shard(shard: str, items: list, source: str, template: str, start: int,
                                               resize_shorter, quality, stride)
                 except BadSampleError as e:
                     skipped.append(BadSampleLog.record(e.path, e.reason))
+                except Exception as e:  # noqa: BLE001 - name the sample, then stop
+                    raise RuntimeError(f"{path}: {type(e).__name__}: {e}") from e
                 else:
                     writer.write(make_sequence_example(jpegs, label, index, h, w, path))
                     labels.append(int(label))
@@ -152,12 +271,17 @@ def write_shard(shard: str, items: list, source: str, template: str, start: int,
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
-    manifest = {"complete": True, "num_examples": len(labels), "labels": labels,
-                "indices": indices, "skipped": skipped}
+    manifest = {"complete": True, "num_examples": len(labels), "num_bytes": os.path.getsize(shard),
+                "labels": labels, "indices": indices, "skipped": skipped,
+                "notes": BadSampleLog.notes()[notes_before:]}
     mtmp = f"{shard}.json.tmp-{os.getpid()}"
-    with open(mtmp, "w") as f:
-        json.dump(manifest, f)
-    os.replace(mtmp, shard + ".json")
+    try:
+        with open(mtmp, "w", encoding="utf-8") as f:
+            json.dump(manifest, f)
+        os.replace(mtmp, shard + ".json")
+    finally:
+        if os.path.exists(mtmp):
+            os.remove(mtmp)
     return manifest
 
 

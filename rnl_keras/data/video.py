@@ -5,9 +5,11 @@ Frames are addressed by their 0-based presentation index, derived from each fram
 exactly the requested frames. Containers are opened with ``metadata_errors="ignore"`` (some HMDB51
 files have non-UTF-8 metadata). Every failure raises :class:`BadSampleError` naming path and reason.
 
-A header can overstate the frame count (truncated files; one HMDB51 clip says 84, decodes 83). When
-requested frames lie past the last decodable frame, the true count is cached and the request is
-rescaled onto the decodable frames (noted in :class:`BadSampleLog`); later probes return the true count.
+A header can overstate the frame count slightly (one HMDB51 clip says 84, decodes 83). When requested
+frames lie past the last decodable frame, the true count is cached and the request is rescaled onto the
+decodable frames (noted in :class:`BadSampleLog`); later probes return the true count. A file that
+decodes far fewer frames than its header states (more than ``MAX_MISSING_FRAMES`` and
+``MAX_MISSING_FRACTION`` of them: a truncated download or copy) is a bad sample named by its path.
 """
 from __future__ import annotations
 
@@ -22,11 +24,26 @@ from rnl_keras.data.errors import BadSampleError, BadSampleLog
 
 # Seek again instead of decoding forward when the next wanted frame is this far ahead.
 SEEK_GAP = 48
+# A file missing more frames than both of these (absolute, fraction of the header's count) is
+# truncated: a bad sample. Fewer missing frames is a header that lies a little (noted, used).
+MAX_MISSING_FRAMES = 2
+MAX_MISSING_FRACTION = 0.05
 
 _true_counts: dict[str, int] = {}
 _probed_counts: dict[str, int] = {}   # header (or packet) counts, so a file is probed once
 _seekable: dict[str, bool] = {}
+_truncated: dict[str, str] = {}       # path -> reason, so a truncated file is decoded once
 _lock = threading.Lock()
+
+
+def truncation(header_n: int, decoded_n: int) -> str | None:
+    """Why a video whose header says ``header_n`` frames but decodes ``decoded_n`` is truncated
+    (None when the shortfall is within ``MAX_MISSING_FRAMES`` / ``MAX_MISSING_FRACTION``)."""
+    missing = header_n - decoded_n
+    if missing <= max(MAX_MISSING_FRAMES, MAX_MISSING_FRACTION * header_n):
+        return None
+    return (f"truncated or corrupt file: the header says {header_n} frames but only {decoded_n} "
+            "decode")
 
 
 def _open(path: str):
@@ -54,6 +71,8 @@ def _fps(stream) -> Fraction:
 def probe_num_frames(path: str) -> int:
     """Number of frames of a video: the (corrected) header count, or counted packets when absent."""
     with _lock:
+        if path in _truncated:
+            raise BadSampleError(path, _truncated[path])
         if path in _true_counts:
             return _true_counts[path]
         if path in _probed_counts:
@@ -193,12 +212,17 @@ def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.
         if true_n <= 0:
             raise BadSampleError(path, "no decodable video frames (corrupt or truncated file)")
         header_n = probe_num_frames(path)
+        why = truncation(header_n, true_n)
+        if why:
+            with _lock:
+                _truncated[path] = why
+            raise BadSampleError(path, why)
         with _lock:
             known = _true_counts.get(path)
             _true_counts[path] = true_n
         if known is None:
             BadSampleLog.note(path, f"header says {header_n} frames but only {true_n} decode "
-                              "(truncated file or lying header); using the decodable frames")
+                              "(a header that overstates the count); using the decodable frames")
         scale = true_n / max(header_n, max(indices) + 1)
         remap = {i: min(int(i * scale), true_n - 1) for i in missing}
         need = sorted(set(remap.values()) - set(got))
@@ -232,16 +256,29 @@ def count_decodable_frames(path: str) -> int:
 
 
 def iter_video_frames(path: str, max_shorter: int | None = None, stride: int = 1):
-    """Yield every ``stride``-th decoded frame as uint8 RGB (for ``prepare_data``)."""
+    """Yield every ``stride``-th decoded frame as uint8 RGB (for ``prepare_data``).
+
+    Raises:
+      BadSampleError: after the last frame, when far fewer frames decoded than the header says
+        (:func:`truncation`), so ``prepare_data`` skips and names a truncated file.
+    """
     container = _open(path)
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        header_n, decoded = int(stream.frames or 0), 0
         try:
             for i, frame in enumerate(container.decode(stream)):
+                decoded = i + 1
                 if i % stride == 0:
                     yield _to_rgb(frame, max_shorter)
         except (av.error.FFmpegError, ValueError, OSError) as e:
             BadSampleLog.note(path, f"decode stopped early: {type(e).__name__}: {e}")
+        why = truncation(header_n, decoded) if header_n > 0 else None
+        if why:
+            raise BadSampleError(path, why)
+        if 0 < decoded < header_n:
+            BadSampleLog.note(path, f"header says {header_n} frames but only {decoded} decode "
+                              "(a header that overstates the count); keeping them")
     finally:
         container.close()

@@ -2,8 +2,9 @@
 
 The dataset is :func:`rnl_keras.data.make_eval_dataset`'s: batches of ``{"clip", "label",
 "video_index"}`` with every video's ``views_per_video`` views (test clips x crops) adjacent.
-Single view = the first view of each video; multi view = the softmax scores of all its views
-averaged (grouped by ``video_index``).
+Single view = the first view of each video; multi view = the average of all its views (grouped by
+``video_index``): of the softmax probabilities (``score_average="softmax"``, the default) or of
+the logits followed by a softmax (``"logits"``, the authors' released test script).
 """
 from __future__ import annotations
 
@@ -49,9 +50,25 @@ def _num(x):
     return None if math.isnan(x) else x
 
 
+def video_scores(logits: np.ndarray, video_index: np.ndarray, score_average: str = "softmax"):
+    """``(videos, (V, K) probabilities)``: the views of each video averaged as ``score_average``.
+
+    ``"softmax"``: mean over views of softmax(logits); ``"logits"``: softmax(mean over views of
+    the logits).
+    """
+    if score_average == "softmax":
+        return metrics.average_views(metrics.softmax(logits), video_index)
+    if score_average == "logits":
+        videos, mean_logits = metrics.average_views(np.asarray(logits, np.float64), video_index)
+        return videos, metrics.softmax(mean_logits)
+    raise ValueError(f"score_average must be 'softmax' or 'logits', got {score_average!r}")
+
+
 def summarize(logits: np.ndarray, labels: np.ndarray, video_index: np.ndarray, num_classes: int,
-              class_names=None) -> dict:
+              class_names=None, score_average: str = "softmax") -> dict:
     """The evaluation report (JSON-ready) and the multi-view confusion matrix.
+
+    ``score_average``: how the views of a video are combined (:func:`video_scores`).
 
     Keys: ``top1``, ``top5`` (multi-view), ``single_view`` {top1, top5}, ``multi_view`` {top1, top5,
     views_per_video}, ``per_class`` {name: multi-view accuracy or None when the class has no
@@ -64,7 +81,7 @@ def summarize(logits: np.ndarray, labels: np.ndarray, video_index: np.ndarray, n
     probs = metrics.softmax(logits)
     videos, vlabels = metrics.video_labels(labels, video_index)
     _, single = metrics.first_view(probs, video_index)
-    _, multi = metrics.average_views(probs, video_index)
+    _, multi = video_scores(logits, video_index, score_average)
     pred = multi.argmax(axis=1)
     cm = metrics.confusion_matrix(pred, vlabels, num_classes)
     per_class = metrics.per_class_accuracy(pred, vlabels, num_classes)
@@ -79,7 +96,8 @@ def summarize(logits: np.ndarray, labels: np.ndarray, video_index: np.ndarray, n
                         "top5": _num(metrics.top_k_accuracy(single, vlabels, 5))},
         "multi_view": {"top1": _num(metrics.top_k_accuracy(multi, vlabels, 1)),
                        "top5": _num(metrics.top_k_accuracy(multi, vlabels, 5)),
-                       "views_per_video": vpv["max"] if vpv["min"] == vpv["max"] else vpv},
+                       "views_per_video": vpv["max"] if vpv["min"] == vpv["max"] else vpv,
+                       "score_average": score_average},
         "per_class": {names[c]: _num(per_class[c]) for c in range(num_classes)},
         "per_class_support": {names[c]: int(cm[c].sum()) for c in range(num_classes)},
         "mean_class_accuracy": _num(metrics.mean_class_accuracy(pred, vlabels, num_classes)),

@@ -19,8 +19,10 @@ from absl import logging
 
 from rnl_keras.atomic_io import write_json_atomic
 from rnl_keras.export import saved_model as sm
+from rnl_keras.export.destination import check_destination, created_dirs, remove_created_dirs
+from rnl_keras.export.input_checks import DEFAULT_MAX_FRAME_SIZE
 from rnl_keras.export.labels import resolve_labels
-from rnl_keras.export.preprocess import preprocess_frames_np
+from rnl_keras.export.preprocess import default_resize_shorter, preprocess_frames_np
 from rnl_keras.export.tflite import TFLiteClassifier, TFLiteExportError, convert_to_tflite, freeze
 
 REPORT_FILENAME = "export_report.json"
@@ -99,6 +101,24 @@ def check_saved_model(path: str, model, clips_u8: np.ndarray, image_size: int,
     return report, out_fl["probabilities"], clip_np
 
 
+def _parity_clips(clips, n: int, t: int, s: int, cap: int) -> np.ndarray:
+    """The uint8 parity clips (default: ``n`` synthetic ones larger than S, within the cap)."""
+    if clips is None:
+        h = max(s, s + s // 4)
+        w = max(s, h * 4 // 3)
+        if cap:
+            h, w = max(1, min(h, cap)), max(1, min(w, cap))
+        return synthetic_clips(n, t, h, w, seed=0)
+    clips = np.asarray(clips, np.uint8)
+    if clips.ndim != 5 or clips.shape[1] != t or clips.shape[-1] != 3:
+        raise sm.ExportError(f"parity clips of shape {clips.shape}: expected (N, {t}, H, W, 3) "
+                             "uint8")
+    if cap and max(clips.shape[2:4]) > cap:
+        raise sm.ExportError(f"parity clips of {clips.shape[2]}x{clips.shape[3]} pixels exceed "
+                             f"max_frame_size={cap}")
+    return clips
+
+
 def _read_report(path: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
@@ -108,116 +128,159 @@ def _read_report(path: str) -> dict:
         return {}
 
 
+def _require_saved_model_parity(sm_report: dict, tolerance: float, n: int, log) -> None:
+    """Log the SavedModel-vs-Keras figures; :class:`ExportError` when above ``tolerance``."""
+    worst = max(sm_report["float_signature_vs_keras"]["max_abs_prob_diff"],
+                sm_report["uint8_signature_vs_keras_on_numpy_preprocessing"]["max_abs_prob_diff"])
+    log(f"export: SavedModel vs Keras max abs prob diff {worst:.3g} on {n} clips (graph vs "
+        f"NumPy preprocessing {sm_report['graph_vs_numpy_preprocessing_max_abs_diff']:.3g})")
+    if not np.isfinite(worst) or worst > tolerance or not sm_report["top_k_labels_match_indices"]:
+        raise sm.ExportError(f"SavedModel parity check failed: {json.dumps(sm_report)}")
+
+
+def _stage_tflite(model, t, s, base, clip_np, sm_probs, tolerance, staged: dict, log) -> dict:
+    """Convert, stage (temp names in ``base``, recorded in ``staged``) and check both TFLite files.
+
+    Returns the TFLite part of the report; raises :class:`TFLiteExportError` on a float mismatch.
+    """
+    report = {}
+    frozen = freeze(model, t, s)
+    for kind, quantize in (("float", False), ("dynamic", True)):
+        tc = time.time()
+        blob = convert_to_tflite(model, t, s, quantize=quantize, frozen=frozen)
+        path = sm.unique_tmp_file(base, f".{kind}.tflite")
+        staged[kind] = path
+        with open(path, "wb") as f:
+            f.write(blob)
+        probs = TFLiteClassifier(model_content=blob).probabilities(clip_np)
+        stats = _stats(probs, sm_probs)
+        stats.update(bytes=len(blob), convert_seconds=round(time.time() - tc, 1))
+        report[kind] = stats
+        log(f"export: TFLite {kind}: {len(blob) / 1e6:.1f} MB, vs SavedModel max abs prob diff "
+            f"{stats['max_abs_prob_diff']:.3g}, top-1 agreement {stats['top1_agreement']:.3f}")
+    fl = report["float"]
+    if not fl["finite"] or fl["max_abs_prob_diff"] > tolerance:
+        raise TFLiteExportError(f"float TFLite parity check failed: {json.dumps(fl)}")
+    if report["dynamic"]["top1_agreement"] < 1.0:
+        logging.warning("export: dynamic-range TFLite model disagrees with the SavedModel on top-1 "
+                        "for %.0f%% of the parity clips",
+                        100 * (1 - report["dynamic"]["top1_agreement"]))
+    return report
+
+
+def _publish_tflite(base, name, version, version_dir, staged: dict, tflite_report: dict) -> dict:
+    """Publish the staged TFLite files under the claimed version; returns the files of the export."""
+    files = {"saved_model": version_dir,
+             "labels": os.path.join(version_dir, "assets", sm.LABELS_FILENAME)}
+    for kind, path in list(staged.items()):
+        suffix = ".tflite" if kind == "float" else ".dynamic.tflite"
+        target = os.path.join(base, f"{name}-v{version}{suffix}")
+        sm.publish_file(path, target)
+        del staged[kind]
+        tflite_report[kind]["path"] = target
+        files[f"tflite_{kind}"] = target
+    return files
+
+
+def _append_report(base: str, name: str, version: int, report: dict) -> str:
+    """Add ``report`` as ``version`` to ``<base>/export_report.json`` (atomic); returns its path."""
+    report_path = os.path.join(base, REPORT_FILENAME)
+    all_reports = _read_report(report_path)
+    versions = all_reports.get("versions") if isinstance(all_reports.get("versions"), dict) else {}
+    versions[str(version)] = report
+    write_json_atomic(report_path, {"name": name, "latest_version": max(int(v) for v in versions),
+                                    "versions": versions})
+    return report_path
+
+
 def export_model(model, export_dir: str, name: str, labels_file: str | None = None, *,
                  num_frames: int | None = None, image_size: int | None = None,
                  resize_shorter: int | None = None, top_k: int = 5, tflite: bool = True,
                  parity_clips: np.ndarray | None = None, num_parity_clips: int = 4,
-                 tolerance: float = 1e-3, source: str | None = None, log=logging.info) -> dict:
+                 tolerance: float = 1e-3, source: str | None = None,
+                 max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE, log=logging.info) -> dict:
     """Export ``model`` to ``<export_dir>/<name>/<version>/`` (+ TFLite files); returns the report.
 
     Args:
       model: Keras model, float32 ``(B, T, S, S, 3)`` normalised clips -> logits ``(B, K)``.
       labels_file: K class names, one a line (default: Kinetics-400 names when K == 400).
       num_frames, image_size: default from the model's input shape.
-      resize_shorter: shorter side before the centre crop in the uint8 signature (default S).
+      resize_shorter: shorter side before the centre crop in the uint8 signature (default
+        ``rnl_keras.data.eval_transform.default_resize_shorter(S)``: ``S * 256 // 224``, 256 for
+        S = 224, the evaluation's 1-crop view).
       top_k: number of top classes the signatures return.
       tflite: also write ``<name>-v<version>.tflite`` and ``.dynamic.tflite``.
       parity_clips: uint8 ``(N, T, H, W, 3)`` clips for the parity checks (default: synthetic).
       tolerance: max abs probability difference allowed between the SavedModel and the Keras model
         and between the float TFLite model and the SavedModel; larger (or NaN) fails the export.
       source: path of the .keras file, recorded in the report.
+      max_frame_size: ``serving_default`` refuses frames taller or wider than this (a clear
+        in-graph error; 0 or None: no cap). The graph holds frames as float32 while resizing
+        (12 bytes a pixel): the cap bounds a request's memory.
+
+    Raises:
+      ExportError: a bad name, an unwritable ``export_dir`` (before any work), a failed save or
+        parity check. Nothing is left behind: staging files, the temporary assets directory and
+        directories this call created are removed.
     """
     if not name or os.sep in name or name.startswith(".") or name.isdigit():
         raise sm.ExportError(f"--name={name!r}: must be a plain, non-numeric directory name")
+    check_destination(export_dir, name)
     t0 = time.time()
     num_classes = int(model.outputs[0].shape[-1])
     labels, labels_path = resolve_labels(labels_file, num_classes)
     t, s = sm.model_input_geometry(model, num_frames, image_size)
-    r = int(resize_shorter or s)
+    r = int(resize_shorter or default_resize_shorter(s))
+    cap = int(max_frame_size or 0)
+    parity_clips = _parity_clips(parity_clips, num_parity_clips, t, s, cap)
     base = os.path.join(export_dir, name)
-    asset_dir = tempfile.mkdtemp(prefix="rnl-export-assets-")
-    stage = sm.staging_dir(base)
+    new_dirs = created_dirs(base)
+    asset_dir = stage = None
     staged_tflite: dict[str, str] = {}
+    done = False
     try:
+        try:
+            stage = sm.staging_dir(base)
+        except OSError as e:
+            raise sm.ExportError(f"--export_dir={export_dir}: cannot create a directory in {base}: "
+                                 f"{e.strerror or e}") from None
+        asset_dir = tempfile.mkdtemp(prefix="rnl-export-assets-")
         module = sm.build_serving_module(
-            model, labels, t, s, r, top_k, asset_dir=asset_dir,
+            model, labels, t, s, r, top_k, asset_dir=asset_dir, max_frame_size=cap,
             extra_meta={"source_model": source, "labels_source": labels_path, "name": name})
         log(f"export: tracing and saving SavedModel (T={t}, S={s}, resize_shorter={r}, "
             f"K={num_classes}) to staging dir {stage}")
         sm.save_serving_module(module, stage)
         t_saved = time.time()
-        if parity_clips is None:
-            h = max(s, s + s // 4)
-            parity_clips = synthetic_clips(num_parity_clips, t, h, max(s, h * 4 // 3), seed=0)
-        parity_clips = np.asarray(parity_clips, np.uint8)
-        if parity_clips.ndim != 5 or parity_clips.shape[1] != t:
-            raise sm.ExportError(f"parity clips of shape {parity_clips.shape}: expected "
-                                 f"(N, {t}, H, W, 3) uint8")
         sm_report, sm_probs, clip_np = check_saved_model(stage, model, parity_clips, s, r, labels)
-        worst = max(sm_report["float_signature_vs_keras"]["max_abs_prob_diff"],
-                    sm_report["uint8_signature_vs_keras_on_numpy_preprocessing"]["max_abs_prob_diff"])
-        log(f"export: SavedModel vs Keras max abs prob diff {worst:.3g} on "
-            f"{len(parity_clips)} clips (graph vs NumPy preprocessing "
-            f"{sm_report['graph_vs_numpy_preprocessing_max_abs_diff']:.3g})")
-        if not np.isfinite(worst) or worst > tolerance or not sm_report["top_k_labels_match_indices"]:
-            raise sm.ExportError(f"SavedModel parity check failed: {json.dumps(sm_report)}")
+        _require_saved_model_parity(sm_report, tolerance, len(parity_clips), log)
 
-        tflite_report = {}
-        if tflite:
-            frozen = freeze(model, t, s)
-            for kind, quantize in (("float", False), ("dynamic", True)):
-                tc = time.time()
-                blob = convert_to_tflite(model, t, s, quantize=quantize, frozen=frozen)
-                path = sm.unique_tmp_file(base, f".{kind}.tflite")
-                with open(path, "wb") as f:
-                    f.write(blob)
-                staged_tflite[kind] = path
-                probs = TFLiteClassifier(model_content=blob).probabilities(clip_np)
-                stats = _stats(probs, sm_probs)
-                stats.update(bytes=len(blob), convert_seconds=round(time.time() - tc, 1))
-                tflite_report[kind] = stats
-                log(f"export: TFLite {kind}: {len(blob) / 1e6:.1f} MB, vs SavedModel max abs prob "
-                    f"diff {stats['max_abs_prob_diff']:.3g}, top-1 agreement "
-                    f"{stats['top1_agreement']:.3f}")
-            fl = tflite_report["float"]
-            if not fl["finite"] or fl["max_abs_prob_diff"] > tolerance:
-                raise TFLiteExportError(f"float TFLite parity check failed: {json.dumps(fl)}")
-            if tflite_report["dynamic"]["top1_agreement"] < 1.0:
-                logging.warning("export: dynamic-range TFLite model disagrees with the SavedModel on "
-                                "top-1 for %.0f%% of the parity clips",
-                                100 * (1 - tflite_report["dynamic"]["top1_agreement"]))
+        tflite_report = (_stage_tflite(model, t, s, base, clip_np, sm_probs, tolerance,
+                                       staged_tflite, log) if tflite else {})
 
         version, version_dir = sm.claim_version(base, stage)
         stage = None
-        files = {"saved_model": version_dir,
-                 "labels": os.path.join(version_dir, "assets", sm.LABELS_FILENAME)}
-        for kind, staged in staged_tflite.items():
-            suffix = ".tflite" if kind == "float" else ".dynamic.tflite"
-            target = os.path.join(base, f"{name}-v{version}{suffix}")
-            sm.publish_file(staged, target)
-            tflite_report[kind]["path"] = target
-            files[f"tflite_{kind}"] = target
-        staged_tflite.clear()
+        files = _publish_tflite(base, name, version, version_dir, staged_tflite, tflite_report)
         report = {"name": name, "version": version, "files": files, "source_model": source,
                   "num_classes": num_classes, "num_frames": t, "image_size": s,
-                  "resize_shorter": r, "top_k": module.top_k, "labels_source": labels_path,
+                  "resize_shorter": r, "max_frame_size": cap, "top_k": module.top_k,
+                  "labels_source": labels_path,
                   "signatures": module.meta()["signatures"], "outputs": list(sm.OUTPUT_KEYS),
                   "saved_model_parity": sm_report, "tflite": tflite_report or None,
                   "save_seconds": round(t_saved - t0, 1),
                   "total_seconds": round(time.time() - t0, 1),
                   "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        report_path = os.path.join(base, REPORT_FILENAME)
-        all_reports = _read_report(report_path)
-        versions = all_reports.get("versions") if isinstance(all_reports.get("versions"), dict) else {}
-        versions[str(version)] = report
-        write_json_atomic(report_path, {"name": name, "latest_version": max(int(v) for v in versions),
-                                        "versions": versions})
+        report_path = _append_report(base, name, version, report)
         report["report_file"] = report_path
         log(f"export: wrote {name} version {version} to {version_dir} in "
             f"{report['total_seconds']:.0f} s")
+        done = True
         return report
     finally:
         sm.cleanup(stage)
         for path in staged_tflite.values():
             sm.cleanup(path)
-        shutil.rmtree(asset_dir, ignore_errors=True)
+        if asset_dir:
+            shutil.rmtree(asset_dir, ignore_errors=True)
+        if not done:
+            remove_created_dirs(new_dirs)

@@ -1,9 +1,11 @@
 """Run an exported model (SavedModel version directory or .tflite file) on a video file.
 
-Neither path needs the Keras model code: the SavedModel carries its graph, preprocessing and class
-names; the .tflite file is fed clips preprocessed in NumPy exactly as the SavedModel's graph does
-(:func:`rnl_keras.export.preprocess.preprocess_frames_np`), with labels and ``resize_shorter`` read
-from the neighbouring version directory (``<name>/<version>/assets/``) written by the exporter.
+Neither path needs the Keras model code: the SavedModel carries its graph, preprocessing (the
+test-time transform, ``rnl_keras.data.eval_transform``) and class names; the .tflite file is fed
+clips preprocessed by its NumPy twin (:func:`rnl_keras.export.preprocess.preprocess_frames_np`),
+with labels and ``resize_shorter`` read from the neighbouring version directory
+(``<name>/<version>/assets/``) written by the exporter (default: ``S * 256 // 224``, as everywhere).
+Videos are decoded at full size and sampled at the TSN segment centres, as the evaluation does.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import re
 import numpy as np
 
 from rnl_keras.export.labels import LabelsError, read_labels
-from rnl_keras.export.preprocess import preprocess_frames_np, tsn_center_indices
+from rnl_keras.export.preprocess import (default_resize_shorter, preprocess_frames_np,
+                                         tsn_center_indices)
 from rnl_keras.export.saved_model import (LABELS_FILENAME, META_FILENAME, SERVING_DEFAULT,
                                           UINT8_INPUT)
 
@@ -111,10 +114,21 @@ class SavedModelPredictor:
         self.meta = _read_meta(self.path)
 
     def probabilities(self, frames: np.ndarray) -> np.ndarray:
-        """uint8 ``(T, H, W, 3)`` or ``(B, T, H, W, 3)`` -> ``(K,)`` or ``(B, K)``."""
+        """uint8 ``(T, H, W, 3)`` or ``(B, T, H, W, 3)`` -> ``(K,)`` or ``(B, K)``.
+
+        Frames above the export's ``max_frame_size`` raise ``ValueError`` (the graph would refuse
+        them too); decode with ``max_shorter`` to downscale them.
+        """
         import tensorflow as tf  # noqa: PLC0415
         frames = np.asarray(frames, np.uint8)
         single = frames.ndim == 4
+        cap = int(self.meta.get("max_frame_size") or 0)
+        if cap and frames.ndim >= 3 and max(frames.shape[-3:-1]) > cap:
+            h, w = frames.shape[-3:-1]
+            fit = max(1, cap * min(h, w) // max(h, w))
+            raise ValueError(f"frames of {h}x{w} pixels exceed the export's max_frame_size={cap} "
+                             f"(SavedModel {self.path}): decode them smaller (predict.py "
+                             f"--max_shorter={fit} or less)")
         out = self.fn(**{UINT8_INPUT: tf.constant(frames[None] if single else frames)})
         probs = out["probabilities"].numpy()
         return probs[0] if single else probs
@@ -140,7 +154,8 @@ class TFLitePredictor:
         if m:
             version_dir = os.path.join(os.path.dirname(os.path.abspath(path)), m.group("version"))
         self.meta = _read_meta(version_dir) if version_dir else {}
-        self.resize_shorter = int(resize_shorter or self.meta.get("resize_shorter") or self.image_size)
+        self.resize_shorter = int(resize_shorter or self.meta.get("resize_shorter")
+                                  or default_resize_shorter(self.image_size))
         label_file = labels
         if not label_file and version_dir:
             candidate = os.path.join(version_dir, "assets", LABELS_FILENAME)

@@ -1,19 +1,21 @@
-"""Serving-time preprocessing, twice: as TensorFlow ops (inside the exported graph) and in NumPy.
+"""Serving-time preprocessing: the test-time transform in the exported graph, and its NumPy twin.
 
-Both map uint8 RGB frames of any size to the model's input: resize the shorter side to
-``resize_shorter`` (bilinear, half-pixel centres, no antialiasing: ``tf.image.resize``), take the
-centre ``image_size`` x ``image_size`` crop, then normalise with the ImageNet mean / std on [0, 1].
-This is the eval pipeline's centre-crop view (``rnl_keras.data.augment.test_views`` with one crop).
-The NumPy twin is what the TFLite predictor and the ``serving_float`` client use; it matches the
-graph to float32 rounding (tested).
+The graph side is :func:`rnl_keras.data.eval_transform.eval_transform` with one (centre) crop, the
+same function the evaluation pipeline runs: uint8 RGB frames of any size -> resize the shorter side
+to ``resize_shorter`` (bilinear, half-pixel centres, no antialiasing: ``tf.image.resize``) -> the
+centre ``image_size`` x ``image_size`` crop -> ImageNet mean / std on [0, 1]. ``resize_shorter``
+defaults to :func:`rnl_keras.data.eval_transform.default_resize_shorter` (``S * 256 // 224``: 256
+for S = 224, TSM's 1-crop test view).
 
-The module imports only NumPy, TensorFlow and the normalisation constants of rnl_keras.imagenet.
+:func:`preprocess_frames_np` is the only NumPy copy, for TFLite clients and the ``serving_float``
+client; it matches the graph to float32 rounding (``tests/export/test_eval_transform.py``).
 """
 from __future__ import annotations
 
 import numpy as np
 import tensorflow as tf
 
+from rnl_keras.data.eval_transform import default_resize_shorter, eval_transform, resized_shape
 from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
@@ -22,27 +24,16 @@ from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 def resized_shape_tf(height, width, size: int):
     """(new_h, new_w) int32 tensors with the shorter side ``size`` (never below ``size``)."""
-    h, w = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
-    scale = tf.constant(float(size), tf.float32) / tf.minimum(h, w)
-    new_h = tf.maximum(tf.cast(tf.round(h * scale), tf.int32), size)
-    new_w = tf.maximum(tf.cast(tf.round(w * scale), tf.int32), size)
-    return new_h, new_w
+    return resized_shape(height, width, size)
 
 
 def preprocess_frames_tf(frames, image_size: int, resize_shorter: int | None = None) -> tf.Tensor:
-    """uint8 (or [0, 255] float) ``(B, T, H, W, 3)`` -> float32 ``(B, T, S, S, 3)`` normalised."""
-    resize_shorter = int(resize_shorter or image_size)
-    s = int(image_size)
-    shape = tf.shape(frames)
-    b, t, h, w = shape[0], shape[1], shape[2], shape[3]
-    x = tf.reshape(tf.cast(frames, tf.float32), tf.stack([b * t, h, w, 3]))
-    new_h, new_w = resized_shape_tf(h, w, resize_shorter)
-    x = tf.image.resize(x, tf.stack([new_h, new_w]), method="bilinear", antialias=False)
-    y0, x0 = (new_h - s) // 2, (new_w - s) // 2
-    x = x[:, y0:y0 + s, x0:x0 + s, :]
-    x = x / 255.0
-    x = (x - tf.constant(IMAGENET_MEAN, tf.float32)) / tf.constant(IMAGENET_STD, tf.float32)
-    return tf.reshape(x, tf.stack([b, t, s, s, 3]))
+    """uint8 (or [0, 255] float) ``(B, T, H, W, 3)`` -> float32 ``(B, T, S, S, 3)`` normalised.
+
+    The test-time transform with one centre crop per clip (:func:`eval_transform`).
+    """
+    r = int(resize_shorter or default_resize_shorter(image_size))
+    return eval_transform(frames, int(image_size), r, crops=1)
 
 
 # ----------------------------------------------------------------------------- NumPy
@@ -91,15 +82,21 @@ def preprocess_frames_np(frames: np.ndarray, image_size: int,
                          resize_shorter: int | None = None) -> np.ndarray:
     """NumPy twin of :func:`preprocess_frames_tf`: ``(..., H, W, 3)`` uint8 -> ``(..., S, S, 3)``.
 
+    ``resize_shorter`` defaults to :func:`default_resize_shorter` (``S * 256 // 224``), as in TF.
+
     Crops only the rows / columns that survive the centre crop after resizing, so it is cheap on
     full-resolution frames.
     """
     frames = np.asarray(frames)
     if frames.ndim < 3 or frames.shape[-1] != 3:
         raise ValueError(f"expected (..., H, W, 3) RGB frames, got shape {frames.shape}")
-    resize_shorter = int(resize_shorter or image_size)
+    resize_shorter = int(resize_shorter or default_resize_shorter(image_size))
     s = int(image_size)
+    if resize_shorter < s:
+        raise ValueError(f"resize_shorter={resize_shorter} must be >= the crop size {s}")
     h, w = frames.shape[-3], frames.shape[-2]
+    if h < 1 or w < 1:
+        raise ValueError(f"frames of shape {frames.shape}: height and width must be >= 1")
     new_h, new_w = resized_shape_np(h, w, resize_shorter)
     y0, x0 = (new_h - s) // 2, (new_w - s) // 2
     # Resize only the window that is kept: same weights as the full resize, restricted.

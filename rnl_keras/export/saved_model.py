@@ -6,10 +6,18 @@ Layout (TF Serving watches ``<export_dir>/<name>/`` and serves the highest integ
 
 Signatures of the exported module (all return the same outputs):
 
-* ``serving_default``: ``frames`` uint8 ``(B, T, H, W, 3)`` RGB of any H, W; the graph resizes the
-  shorter side to ``resize_shorter``, centre-crops ``image_size`` and normalises (ImageNet mean/std).
+* ``serving_default``: ``frames`` uint8 ``(B, T, H, W, 3)`` RGB of any H, W up to ``max_frame_size``
+  pixels a side; the graph runs the test-time transform (``rnl_keras.data.eval_transform``): resize
+  the shorter side to ``resize_shorter``, centre-crop ``image_size``, normalise (ImageNet mean/std).
 * ``serving_float``: ``clip`` float32 ``(B, T, S, S, 3)`` already normalised (the Keras model's input).
 * ``preprocess``: ``frames`` -> ``clip`` (the in-graph preprocessing alone, for debugging clients).
+
+Inputs are checked in the graph first (:mod:`rnl_keras.export.input_checks`): a wrong rank, frame
+count or channel count, an empty batch, 0-pixel frames or frames above ``max_frame_size`` fail with
+``InvalidArgumentError: assertion failed: [input 'frames': expected ...] [got shape] [...]``
+instead of an error from an op inside the model. The cap bounds the memory of a request: the graph
+holds the frames as float32 while resizing, 12 bytes a pixel (a 4000 x 4000 clip of 8 frames:
+1.5 GB; at the default cap of 2048: at most 0.4 GB).
 
 Outputs: ``probabilities`` float32 ``(B, K)`` (softmax of the logits), ``top_k_indices`` int32
 ``(B, k)``, ``top_k_scores`` float32 ``(B, k)``, ``top_k_labels`` string ``(B, k)`` (class names
@@ -28,7 +36,9 @@ import uuid
 
 import tensorflow as tf
 
-from rnl_keras.export.preprocess import IMAGENET_MEAN, IMAGENET_STD, preprocess_frames_tf
+from rnl_keras.export.input_checks import DEFAULT_MAX_FRAME_SIZE, check_clip, check_frames
+from rnl_keras.export.preprocess import (IMAGENET_MEAN, IMAGENET_STD, default_resize_shorter,
+                                         preprocess_frames_tf)
 
 SERVING_DEFAULT = "serving_default"
 SERVING_FLOAT = "serving_float"
@@ -74,7 +84,8 @@ class ServingModule(tf.Module):
     """Wraps a Keras video classifier (training=False) with the serving signatures."""
 
     def __init__(self, model, labels, num_frames: int, image_size: int,
-                 resize_shorter: int | None = None, top_k: int = 5, assets=()):
+                 resize_shorter: int | None = None, top_k: int = 5, assets=(),
+                 max_frame_size: int | None = DEFAULT_MAX_FRAME_SIZE):
         super().__init__(name="rnl_serving")
         # Track the model's variables, not the Keras model object: saving a Keras 3 model as a
         # trackable re-traces its call three times and walks every layer (~30 s for ResNet-50);
@@ -84,9 +95,12 @@ class ServingModule(tf.Module):
         self.labels = list(labels)
         self.num_frames = int(num_frames)
         self.image_size = int(image_size)
-        self.resize_shorter = int(resize_shorter or image_size)
+        self.resize_shorter = int(resize_shorter or default_resize_shorter(image_size))
         if self.resize_shorter < self.image_size:
             raise ExportError(f"resize_shorter={self.resize_shorter} < image_size={self.image_size}")
+        self.max_frame_size = int(max_frame_size or 0)
+        if self.max_frame_size < 0:
+            raise ExportError(f"max_frame_size={max_frame_size}: must be >= 0 (0: no cap)")
         self.top_k = max(1, min(int(top_k), len(self.labels)))
         # Tracked assets are copied into <version>/assets/ by tf.saved_model.save.
         self.assets = [tf.saved_model.Asset(p) for p in assets]
@@ -110,6 +124,7 @@ class ServingModule(tf.Module):
                 "top_k_scores": scores, "top_k_labels": tf.gather(names, indices)}
 
     def _preprocess(self, frames):
+        frames = check_frames(frames, self.num_frames, self.max_frame_size, UINT8_INPUT)
         clip = preprocess_frames_tf(frames, self.image_size, self.resize_shorter)
         return {FLOAT_INPUT: tf.ensure_shape(clip, [None, self.num_frames, self.image_size,
                                                     self.image_size, 3])}
@@ -119,7 +134,7 @@ class ServingModule(tf.Module):
         return self.serve_float(self._preprocess(frames)[FLOAT_INPUT])
 
     def _serve_float(self, clip):
-        return self._outputs(clip)
+        return self._outputs(check_clip(clip, self.num_frames, self.image_size, FLOAT_INPUT))
 
     def signatures(self) -> dict:
         # tf.functions with input signatures: tf.saved_model.save traces each once, in its save
@@ -129,7 +144,8 @@ class ServingModule(tf.Module):
 
     def meta(self) -> dict:
         return {"num_frames": self.num_frames, "image_size": self.image_size,
-                "resize_shorter": self.resize_shorter, "top_k": self.top_k,
+                "resize_shorter": self.resize_shorter, "max_frame_size": self.max_frame_size,
+                "top_k": self.top_k,
                 "num_classes": len(self.labels), "labels_file": LABELS_FILENAME,
                 "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                 "signatures": {SERVING_DEFAULT: {"input": UINT8_INPUT, "dtype": "uint8",
@@ -241,8 +257,15 @@ def write_assets(stage: str, module_labels, meta: dict) -> list[str]:
 
 
 def build_serving_module(model, labels, num_frames=None, image_size=None, resize_shorter=None,
-                         top_k=5, asset_dir=None, extra_meta=None) -> ServingModule:
-    """A :class:`ServingModule` whose labels / meta assets are written to ``asset_dir``."""
+                         top_k=5, asset_dir=None, extra_meta=None,
+                         max_frame_size=DEFAULT_MAX_FRAME_SIZE) -> ServingModule:
+    """A :class:`ServingModule` whose labels / meta assets are written to ``asset_dir``.
+
+    ``asset_dir`` is the caller's (an existing or creatable directory it removes afterwards: the
+    assets are copied into the SavedModel when it is saved).
+    """
+    if not asset_dir:
+        raise ExportError("build_serving_module needs an asset_dir (the caller cleans it up)")
     t, s = model_input_geometry(model, num_frames, image_size)
     try:
         out = model.outputs[0].shape[-1]
@@ -250,12 +273,13 @@ def build_serving_module(model, labels, num_frames=None, image_size=None, resize
         out = None
     if out is not None and int(out) != len(labels):
         raise ExportError(f"{len(labels)} labels for a model with {out} outputs")
-    probe = ServingModule(model, labels, t, s, resize_shorter, top_k)
+    probe = ServingModule(model, labels, t, s, resize_shorter, top_k,
+                          max_frame_size=max_frame_size)
     meta = dict(probe.meta(), exported_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **(extra_meta or {}))
-    asset_dir = asset_dir or tempfile.mkdtemp(prefix="rnl-assets-")
     paths = write_assets(asset_dir, labels, meta)
-    return ServingModule(model, labels, t, s, resize_shorter, top_k, assets=paths)
+    return ServingModule(model, labels, t, s, resize_shorter, top_k, assets=paths,
+                         max_frame_size=max_frame_size)
 
 
 def cleanup(path: str | None) -> None:

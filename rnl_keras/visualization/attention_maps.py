@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD
 
 
 @dataclass(frozen=True)
@@ -240,57 +239,49 @@ def render_attention_figure(frames, panels, points, alpha=0.5, gap=4, panel_gap=
 
 # --------------------------------------------------------------------------- clips
 def sample_indices(num_video_frames, num_frames):
-    """TSN test sampling: the centre frame of each of ``num_frames`` equal segments."""
-    n = max(int(num_video_frames), 1)
-    return np.minimum(((np.arange(num_frames) + 0.5) * n / num_frames).astype(int), n - 1)
+    """TSN test sampling: the centre frame of each of ``num_frames`` equal segments (the
+    evaluation's ``rnl_keras.data.sampling.tsn_eval_indices`` with one clip)."""
+    from rnl_keras.export.preprocess import tsn_center_indices
+
+    return tsn_center_indices(max(int(num_video_frames), 1), int(num_frames))
 
 
-def _read_frames(path, indices):
-    try:
-        from rnl_keras.data.video import probe_num_frames, read_video_frames
-    except ImportError:  # the data package without its video reader: decode with PyAV
-        read_video_frames = None
-    if read_video_frames is not None:
-        n = probe_num_frames(path)
-        wanted = indices(n)
-        return read_video_frames(path, wanted), wanted
-    import av
+def resize_and_crop(frames, size, resize_shorter=None):
+    """The test transform's resize and centre crop: uint8 (T, H, W, 3) -> float32 (T, S, S, 3).
 
-    with av.open(path, metadata_errors="ignore") as container:
-        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
-    if not frames:
-        raise ValueError(f"{path}: no decodable video frames")
-    wanted = indices(len(frames))
-    return np.stack([frames[i] for i in wanted]), wanted
+    ``rnl_keras.data.eval_transform.resize_and_crop`` with one crop: the shorter side resized to
+    ``resize_shorter`` (default ``size * 256 // 224``, as everywhere), the centre S x S crop, pixel
+    values on [0, 255] (not rounded: :func:`normalise_frames` of them is the model's input).
+    """
+    from rnl_keras.data.eval_transform import default_resize_shorter
+    from rnl_keras.data.eval_transform import resize_and_crop as transform
 
-
-def resize_and_crop(frames, size):
-    """Resize the shorter side to ``size`` and centre-crop size x size (the test transform)."""
-    from PIL import Image
-
-    out = []
-    for frame in np.asarray(frames):
-        h, w = frame.shape[:2]
-        scale = size / min(h, w)
-        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
-        image = Image.fromarray(frame).resize((nw, nh), Image.BILINEAR)
-        top, left = (nh - size) // 2, (nw - size) // 2
-        out.append(np.asarray(image.crop((left, top, left + size, top + size))))
-    return np.stack(out)
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be (T, H, W, 3) RGB, got {frames.shape}")
+    r = int(resize_shorter or default_resize_shorter(size))
+    return np.asarray(transform(frames[None], int(size), r, crops=1))[0]
 
 
 def normalise_frames(frames):
-    """uint8 RGB -> float32 ImageNet mean/std normalised (the model's input convention)."""
-    mean, std = np.asarray(IMAGENET_MEAN, np.float32), np.asarray(IMAGENET_STD, np.float32)
-    return ((np.asarray(frames, np.float32) / 255.0 - mean) / std).astype(
-        np.float32)
+    """[0, 255] RGB -> float32 ImageNet mean/std normalised (the model's input convention)."""
+    from rnl_keras.data.eval_transform import normalize
+
+    return np.asarray(normalize(np.asarray(frames, np.float32)), np.float32)
 
 
-def load_clip(path, num_frames, image_size):
-    """Sample (centres of T equal segments, as at test time), resize and centre-crop a video.
+def load_clip(path, num_frames, image_size, resize_shorter=None):
+    """The clip as the evaluation sees it: full-size decode, TSN segment centres, test transform.
 
-    Returns uint8 frames (T, S, S, 3), the float32 normalised clip and the frame indices.
+    Returns uint8 frames (T, S, S, 3) to draw on (the crop, rounded), the float32 normalised clip
+    (the model's input, from the unrounded crop, equal to the evaluation's and the serving graph's
+    1-crop view) and the frame indices.
     """
-    frames, indices = _read_frames(str(path), lambda n: sample_indices(n, num_frames))
-    frames = resize_and_crop(frames, image_size)
-    return frames, normalise_frames(frames), np.asarray(indices)
+    from rnl_keras.data.video import probe_num_frames
+    from rnl_keras.export.predictor import read_clip
+
+    path = str(path)
+    indices = sample_indices(probe_num_frames(path), num_frames)
+    crop = resize_and_crop(read_clip(path, num_frames), image_size, resize_shorter)
+    frames = np.clip(np.round(crop), 0, 255).astype(np.uint8)
+    return frames, normalise_frames(crop), np.asarray(indices)

@@ -66,14 +66,53 @@ def test_random_bytes(tmp_path, synthetic):
 
 def test_header_lies_about_frame_count(tmp_path, synthetic):
     src = (DATA / "v_SoccerJuggling_g23_c01.avi").read_bytes()
-    bad = tmp_path / "half.avi"
-    bad.write_bytes(src[:len(src) // 2])            # header: 240 frames; 121 decode
+    bad = tmp_path / "short_by_4.avi"
+    bad.write_bytes(src[:int(len(src) * 0.98)])     # header: 240 frames; 236 decode (within 5 %)
     good = _good(synthetic, 2)
-    labels, _ = _run_epoch(tmp_path, good + [f"{bad} 4"], sampling="tsn")
+    labels, _ = _run_epoch(tmp_path, good + [f"{bad} 4"], sampling="tsn", num_frames=80)   # last
+    # segment [237, 240): always past the last decodable frame
     assert sorted(labels) == sorted([4] + [int(g.split()[1]) for g in good])   # used, not dropped
     assert BadSampleLog.count() == 0
     note = BadSampleLog.notes()[0]
-    assert str(bad) in note and "header says 240 frames but only 121 decode" in note
+    assert str(bad) in note and "header says 240 frames but only 236 decode" in note
+
+
+def test_truncated_video_is_a_bad_sample_named_by_path(tmp_path, synthetic):
+    """Cut in half: an AVI (index lost, 121 of 240 frames decode) and an mp4 whose header is at
+    the front (faststart: it opens, then its frames stop) are bad samples, not silently short clips."""
+    import av
+    from rnl_keras.data.synthetic import pick_codec
+    src = (DATA / "v_SoccerJuggling_g23_c01.avi").read_bytes()
+    avi = tmp_path / "half.avi"
+    avi.write_bytes(src[:len(src) // 2])
+    full = tmp_path / "faststart.mp4"
+    with av.open(str(full), "w", options={"movflags": "faststart"}) as c:
+        stream = c.add_stream(pick_codec(), rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"g": "12"}
+        for img in render_clip(1, 48, (64, 64), np.random.default_rng(0)):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(packet)
+        for packet in stream.encode():
+            c.mux(packet)
+    mp4 = tmp_path / "half_faststart.mp4"
+    mp4.write_bytes(full.read_bytes()[:full.stat().st_size // 2])
+    good = _good(synthetic, 2)
+    labels, _ = _run_epoch(tmp_path, [good[0], f"{avi} 4", f"{mp4} 5", good[1]], sampling="tsn")
+    assert sorted(labels) == sorted(int(g.split()[1]) for g in good)
+    messages = BadSampleLog.messages()
+    assert BadSampleLog.count() == 2, messages
+    assert any(str(avi) in m and "header says 240 frames but only 121 decode" in m for m in messages)
+    assert any(str(mp4) in m and "header says 48 frames but only" in m for m in messages)
+    # prepare_data skips (and names) them too instead of storing the truncated clips.
+    from rnl_keras.data.prepare import prepare_shards
+    lst = tmp_path / "p.txt"
+    lst.write_text(f"{avi} 4\n{mp4} 5\n{good[0]}\n")
+    res = prepare_shards(DataConfig(source="video", list_file=str(lst)), str(tmp_path / "s"),
+                         num_shards=1, resize_shorter=0, show_progress=False)
+    assert res["num_examples"] == 1 and len(res["bad_samples"]) == 2
+    assert str(avi) in res["bad_samples"][0] and str(mp4) in res["bad_samples"][1]
 
 
 def test_non_utf8_metadata_and_short_video(tmp_path, synthetic):
@@ -101,6 +140,17 @@ def test_unreadable_jpeg_in_folder(tmp_path):
     labels, _ = _run_epoch(tmp_path, lines, source="frames", sampling="dense", dense_stride=1,
                            num_frames=6)
     _assert_skipped(bad / "img_00003.jpg", "unreadable JPEG", labels, [0, 1, 2])
+
+
+def test_truncated_jpeg_in_folder(tmp_path):
+    good = _frame_folder(tmp_path, "v0", 6, 0)
+    bad = _frame_folder(tmp_path, "cut", 6, 1)
+    jpg = bad / "img_00004.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:jpg.stat().st_size // 2])
+    labels, _ = _run_epoch(tmp_path, [f"{good} 6 0", f"{bad} 6 1"], source="frames",
+                           sampling="dense", dense_stride=1, num_frames=6)
+    _assert_skipped(jpg, "unreadable JPEG (truncated or corrupt)", labels, [0])
+    assert "function_node" not in BadSampleLog.messages()[0]
 
 
 def test_frame_folder_with_fewer_frames_than_listed(tmp_path):

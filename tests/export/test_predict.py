@@ -83,4 +83,5 @@ def test_predictor_errors_name_the_model(tmp_path, exported):
     labels = tmp_path / "l.txt"
     labels.write_text("\n".join(LABELS))
     pred = load_predictor(str(lonely), labels=str(labels))
-    assert pred.labels == LABELS and pred.resize_shorter == pred.image_size
+    # Without the export's meta the shorter side is the one default: S * 256 // 224.
+    assert pred.labels == LABELS and pred.resize_shorter == pred.image_size * 256 // 224

@@ -1,7 +1,12 @@
 """Parameters and multiply-adds of the (RNL) TSM-ResNet50 models, counted from the built models.
 
     python pipelines/profile.py --attention=all --num_frames=8 --image_size=224 --num_classes=400
-    python pipelines/profile.py --attention=rnl --rnl_key_subsample --json=out.json
+    python pipelines/profile.py --attention=rnl --key_subsample --json=out.json
+    python pipelines/profile.py --attention=rnl --rnl_kernel_sizes=res3:1x1x1,res4:1x1x1
+    python pipelines/profile.py --attention=se+rnl --se_reduction=2
+
+The model / ablation flags are the trainer's (``rnl_keras/training/model_flags.py``): a model
+profiled here is the model ``pipelines/train.py`` builds from the same flags.
 
 Columns (GMACs per clip, 1 multiply-add = 2 FLOPs):
   paper    the convention of the paper's Table III (conv / linear / BN only, attention products and
@@ -12,7 +17,7 @@ Columns (GMACs per clip, 1 multiply-add = 2 FLOPs):
            half of S = P P^T (attention_ops symmetric path).
 Parameters: trainable, and total (with BN moving statistics). The paper's RNL count (35.48M)
 includes the release's grouped F_theta weight and its 0/1 mask; ours is the same function stored
-as a true depthwise kernel (FACTS.md section 2), so it is ~7.3M lower.
+as a true depthwise kernel (docs/fidelity.md 6.1), so it is ~7.3M lower.
 
 The backbone defaults to the paper's (torchvision ResNet-50, stride in the 3x3 conv, no conv
 biases); ``--resnet_variant=keras`` counts the Keras-weights layout (stride in the 1x1 conv, ~5.7%
@@ -25,12 +30,13 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from absl import flags  # noqa: E402
+from absl import app, flags  # noqa: E402
 
-from rnl_keras.layers.attention_ops import SIMILARITIES  # noqa: E402
-from rnl_keras.layers.region_nonlocal import AGGREGATIONS  # noqa: E402
-from rnl_keras.models.tsm_resnet import ATTENTIONS  # noqa: E402
+from rnl_keras.models.tsm_resnet import ATTENTIONS, DEFAULT_PLACEMENT  # noqa: E402
 from rnl_keras.profiling.macs import TABLE_III, profile_models  # noqa: E402
+from rnl_keras.training.config import model_kwargs  # noqa: E402
+from rnl_keras.training.model_flags import (MODEL_FLAGS, define_model_flags,  # noqa: E402
+                                            model_values)
 
 NAMES = {"none": "baseline TSM-R50", "nl": "+5 NL", "rnl": "+5 RNL", "se+rnl": "+5 SE+RNL",
          "se": "+5 SE", "gate": "+5 GC"}
@@ -41,19 +47,18 @@ flags.DEFINE_string("attention", "all", f"one of {ATTENTIONS} or 'all' (comma-se
 flags.DEFINE_integer("num_frames", 8, "frames per clip T", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("image_size", 224, "square input size", lower_bound=32, flag_values=FLAGS)
 flags.DEFINE_integer("num_classes", 400, "classifier outputs", lower_bound=1, flag_values=FLAGS)
-flags.DEFINE_bool("rnl_key_subsample", False, "RNL with 1x2x2 max-pooled keys and values", flag_values=FLAGS)
-flags.DEFINE_bool("nl_subsample", False, "NL with 1x2x2 max-pooled phi and g", flag_values=FLAGS)
-flags.DEFINE_enum("rnl_similarity", "gaussian", list(SIMILARITIES), "RNL f(.,.)", flag_values=FLAGS)
-flags.DEFINE_enum("rnl_aggregation", "conv", list(AGGREGATIONS), "RNL F_theta", flag_values=FLAGS)
-flags.DEFINE_enum("resnet_variant", "torchvision", ["torchvision", "keras"],
-                  "backbone layout (the paper's is torchvision's)", flag_values=FLAGS)
+define_model_flags(FLAGS, resnet_variant="torchvision")   # the paper's backbone by default
+flags.DEFINE_alias("rnl_key_subsample", "key_subsample", flag_values=FLAGS)   # the old name
 flags.DEFINE_bool("use_conv_bias", False,
                   "conv biases as in Keras' ResNet50 (the paper's backbone has none)", flag_values=FLAGS)
 flags.DEFINE_string("json", None, "write the results to this JSON file", flag_values=FLAGS)
 
-_FLAG_NAMES = ("attention", "num_frames", "image_size", "num_classes", "rnl_key_subsample",
-               "nl_subsample", "rnl_similarity", "rnl_aggregation", "resnet_variant",
-               "use_conv_bias", "json")
+_FLAG_NAMES = ("attention", "num_frames", "image_size", "num_classes") + MODEL_FLAGS + (
+    "use_conv_bias", "json")
+# The model of Table III: the flags whose values change the counts it compares with.
+_PAPER_MODEL = {"resnet_variant": "torchvision", "stage_blocks": (3, 4, 6, 3), "base_width": 64,
+                "placement": DEFAULT_PLACEMENT, "rnl_kernel_sizes": (), "se_reduction": 16,
+                "channel_gate": False, "rnl_aggregation": "conv"}
 
 
 def parse_args(argv=None):
@@ -90,7 +95,7 @@ def format_table(results, table_iii_comparable):
 
 def main(argv=None):
     args = parse_args(argv)
-    config = {name: getattr(args, name) for name in _FLAG_NAMES}
+    config = {name: FLAGS[name].value for name in _FLAG_NAMES}
     if args.attention == "all":
         attentions = ["none", "se", "gate", "nl", "rnl", "se+rnl"]
     else:
@@ -98,18 +103,21 @@ def main(argv=None):
     for a in attentions:
         if a not in ATTENTIONS:
             raise SystemExit(f"--attention: {a!r} is not one of {ATTENTIONS} or 'all'")
-    rnl_kwargs = {"key_subsample": args.rnl_key_subsample, "similarity": args.rnl_similarity,
-                  "aggregation": args.rnl_aggregation}
-    nl_kwargs = {"subsample": args.nl_subsample}
+    try:
+        values = model_values(args, attentions=attentions)
+    except app.UsageError as err:
+        raise SystemExit(f"profile.py: {err}") from None
+    kwargs = model_kwargs(values)
     results = profile_models(attentions, num_frames=args.num_frames, image_size=args.image_size,
-                             num_classes=args.num_classes, rnl_kwargs=rnl_kwargs,
-                             nl_kwargs=nl_kwargs, resnet_variant=args.resnet_variant,
-                             use_conv_bias=args.use_conv_bias)
+                             num_classes=args.num_classes, use_conv_bias=args.use_conv_bias,
+                             **kwargs)
     comparable = (args.num_frames, args.image_size, args.num_classes) == (8, 224, 400) and \
-        args.resnet_variant == "torchvision"
+        all(values[k] == v for k, v in _PAPER_MODEL.items())
     print(f"Per clip of {args.num_frames}x{args.image_size}x{args.image_size}, "
           f"{args.num_classes} classes, backbone {args.resnet_variant}"
-          f"{' + conv bias' if args.use_conv_bias else ''}; RNL {rnl_kwargs}; NL {nl_kwargs}")
+          f"{' + conv bias' if args.use_conv_bias else ''}; RNL {kwargs['rnl_kwargs']}, "
+          f"regions {kwargs['rnl_kernel_sizes'] or 'res3 3x7x7, res4 3x3x3'}; NL "
+          f"{kwargs['nl_kwargs']}; SE r={kwargs['se_reduction']}")
     print("GMACs = 1e9 multiply-adds (= the paper's 'GFLOPs'; 2 FLOPs each)")
     print(format_table(results, comparable))
     print("paper: conv/linear/BN only (Table III convention); true: + attention products, "

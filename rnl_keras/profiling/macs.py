@@ -2,8 +2,8 @@
 
 Two conventions, both per clip (one batch element of the model input):
 
-* ``paper``: what the paper's Table III counts ("FLOPs" that are multiply-adds, FACTS.md
-  section 2): convolutions and dense layers (k_h k_w C_in / groups per output element, no bias),
+* ``paper``: what the paper's Table III counts ("FLOPs" that are multiply-adds, docs/fidelity.md
+  section 8): convolutions and dense layers (k_h k_w C_in / groups per output element, no bias),
   and BatchNorm as 2 per element (normalise + affine, as the usual PyTorch counters do). The RNL
   block contributes its two 1x1x1 convs (theta, W_z) and BN only; the NL block its four 1x1x1
   convs and BN; SE / gate their small dense layers (and the gate's W_k conv) and BN.

@@ -2,6 +2,10 @@
 
 Every check raises :class:`ConfigError` whose message starts with the command-line flag it is
 about (``--batch_size: ...``), so ``pipelines/train.py`` can refuse bad flags before any work.
+The model fields are checked by :func:`check_model_values` and turned into ``tsm_resnet50``
+arguments by :func:`model_kwargs`; ``pipelines/profile.py`` uses both too (through
+``rnl_keras/training/model_flags.py``), so the two programs build the same model from the same
+flags.
 """
 from __future__ import annotations
 
@@ -16,6 +20,15 @@ MIXED_PRECISIONS = ("none", "bfloat16")
 # that flags are checked without importing Keras; tests/training/test_flags.py pins them equal.
 RNL_SIMILARITIES = ("gaussian", "dot", "cosine")
 RNL_AGGREGATIONS = ("conv", "avg", "max")
+# Copies of rnl_keras.models.tsm_resnet's STAGE_NAMES stages and VARIANTS (pinned by the same test).
+STAGES = ("res2", "res3", "res4", "res5")
+RESNET_VARIANTS = ("keras", "torchvision")
+PARAM_GROUPS = ("uniform", "release")
+# A recipe whose name ends so reproduces the paper / the release, which start from ImageNet.
+IMAGENET_RECIPES = ("_paper", "_released")
+# --pretrained_weights values that are not files ("imagenet": the download of the variant's file).
+NO_WEIGHTS, KERAS_IMAGENET = "none", "imagenet"
+TORCH_WEIGHT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".npz")
 
 
 class ConfigError(ValueError):
@@ -65,6 +78,13 @@ class TrainConfig:
     key_subsample: bool = False
     query_chunk_size: int = 0
     rnl_fixed_offsets: bool = True
+    rnl_kernel_sizes: tuple = ()          # ((stage, (kt, kh, kw)), ...); () = the paper's
+    nl_subsample: bool = False
+    se_reduction: int = 16
+    gate_bn_momentum: float = 0.99
+    sync_bn: bool = False
+    trust_pickled_code: bool = False
+    recipe: str = ""
     # optimisation
     epochs: int = 50
     steps_per_epoch: int | None = None
@@ -84,6 +104,7 @@ class TrainConfig:
     weight_decay: float = 5e-4
     clip_grad_norm: float = 20.0
     label_smoothing: float = 0.0
+    param_groups: str = "uniform"
     # runtime
     strategy: str = "default"
     cpu_devices: int = 0
@@ -97,15 +118,36 @@ class TrainConfig:
     val_max_videos: int = 0
     seed: int = 0
     progress: bool = True
+    peer_timeout_s: float = 600.0
 
     def block_kwargs(self) -> dict:
         """``rnl_kwargs`` / ``nl_kwargs`` of ``tsm_resnet50`` for these settings."""
-        chunk = self.query_chunk_size or None
-        rnl = {"similarity": self.rnl_similarity, "aggregation": self.rnl_aggregation,
-               "key_subsample": self.key_subsample, "query_chunk_size": chunk,
-               "fixed_offsets": self.rnl_fixed_offsets}
-        return {"rnl_kwargs": rnl, "nl_kwargs": {"subsample": self.key_subsample,
-                                                 "query_chunk_size": chunk}}
+        kwargs = model_kwargs(dataclasses.asdict(self))
+        return {"rnl_kwargs": kwargs["rnl_kwargs"], "nl_kwargs": kwargs["nl_kwargs"]}
+
+    def weights_arg(self):
+        """``tsm_resnet50(weights=...)``: None for a random start, else the file or "imagenet"."""
+        if not self.pretrained_weights or self.pretrained_weights.strip().lower() in (
+                NO_WEIGHTS, "random"):
+            return None
+        return self.pretrained_weights
+
+    def model_kwargs(self) -> dict:
+        """All the ``tsm_resnet50`` arguments of this run except ``num_classes``."""
+        return {**model_kwargs(dataclasses.asdict(self)), "attention": self.attention,
+                "num_frames": self.num_frames, "image_size": self.image_size,
+                "dropout": self.dropout, "weights": self.weights_arg(), "sync_bn": self.sync_bn,
+                "trust_pickled_code": self.trust_pickled_code}
+
+    def check_files(self) -> None:
+        """Checks that read the file system (run before any work): the weights file exists."""
+        weights = self.weights_arg()
+        if weights and weights.lower() != KERAS_IMAGENET and not os.path.isfile(weights):
+            where = (f" (named by --recipe={self.recipe}: see configs/{self.recipe}.flags for "
+                     "where to get it)" if self.recipe else "")
+            raise ConfigError("pretrained_weights", f"no such file: {weights}{where}; "
+                              f"--pretrained_weights={NO_WEIGHTS} trains from random "
+                              "initialisation")
 
     def check(self) -> None:
         """Static range checks (no file system access). Raises ConfigError naming the flag."""
@@ -114,15 +156,7 @@ class TrainConfig:
             if value is None or (value <= 0 if strict else value < 0):
                 raise ConfigError(name, f"must be {'> 0' if strict else '>= 0'}, got {value!r}")
 
-        if self.attention not in ATTENTIONS:
-            raise ConfigError("attention", f"unknown attention {self.attention!r}; choose one of "
-                              f"{', '.join(ATTENTIONS)}")
-        if self.rnl_similarity not in RNL_SIMILARITIES:
-            raise ConfigError("rnl_similarity", f"must be one of {RNL_SIMILARITIES}, got "
-                              f"{self.rnl_similarity!r}")
-        if self.rnl_aggregation not in RNL_AGGREGATIONS:
-            raise ConfigError("rnl_aggregation", f"must be one of {RNL_AGGREGATIONS}, got "
-                              f"{self.rnl_aggregation!r}")
+        check_model_values(dataclasses.asdict(self))
         if self.strategy not in STRATEGIES:
             raise ConfigError("strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
         if self.lr_schedule not in SCHEDULES:
@@ -133,13 +167,14 @@ class TrainConfig:
             raise ConfigError("mixed_precision", f"must be one of {MIXED_PRECISIONS}")
         for name in ("num_classes", "epochs", "batch_size", "grad_accum_steps", "lr",
                      "num_frames", "image_size", "resize_shorter", "reference_batch_size",
-                     "lr_decay_epochs", "dense_stride", "fold_div", "log_every_steps",
+                     "lr_decay_epochs", "dense_stride", "log_every_steps",
                      "val_every_epochs", "keep_checkpoints", "shuffle_buffer"):
             positive(name)
         for name in ("weight_decay", "clip_grad_norm", "label_smoothing", "warmup_epochs",
                      "checkpoint_every_steps", "val_batch_size", "val_max_videos", "cpu_devices",
-                     "momentum", "query_chunk_size"):
+                     "momentum"):
             positive(name, strict=False)
+        positive("peer_timeout_s")
         if self.steps_per_epoch is not None:
             positive("steps_per_epoch")
         if not 0.0 <= self.dropout < 1.0:
@@ -157,23 +192,45 @@ class TrainConfig:
         if self.batch_size % self.grad_accum_steps:
             raise ConfigError("batch_size", f"{self.batch_size} is not divisible by "
                               f"--grad_accum_steps={self.grad_accum_steps}")
-        if len(self.stage_blocks) != 4 or min(self.stage_blocks) < 1:
-            raise ConfigError("stage_blocks", f"must be 4 positive ints, got {self.stage_blocks}")
-        positive("base_width")
-        counts = dict(zip(("res2", "res3", "res4", "res5"), self.stage_blocks))
-        for stage, index in self.placement if self.attention != "none" else ():
-            if stage not in counts or not 0 <= index < counts[stage]:
-                raise ConfigError("placement", f"{stage}:{index} is not a block of the backbone "
-                                  f"(blocks per stage: {counts})")
-        if self.pretrained_weights and (self.stage_blocks != (3, 4, 6, 3) or self.base_width != 64):
-            raise ConfigError("pretrained_weights", "ResNet-50 weights need the ResNet-50 "
-                              "backbone (--stage_blocks=3,4,6,3 --base_width=64)")
-        if self.pretrained_weights and not os.path.isfile(self.pretrained_weights):
-            raise ConfigError("pretrained_weights", f"no such file: {self.pretrained_weights}")
+        self._check_weights()
+        self._check_optimisation()
         try:
             self.frame_template.format(1)
         except (IndexError, KeyError, ValueError) as err:
             raise ConfigError("frame_template", f"cannot format a frame number ({err})") from None
+
+    def _check_weights(self) -> None:
+        """The start: recipes of the paper / release need ImageNet weights or an explicit none."""
+        weights = self.weights_arg()
+        if self.recipe.endswith(IMAGENET_RECIPES) and not self.pretrained_weights:
+            raise ConfigError(
+                "pretrained_weights", f"--recipe={self.recipe} starts from ImageNet weights, as "
+                "the paper and the authors' release do, but none were given. Pass "
+                "--pretrained_weights=<torchvision resnet50 ImageNet .pth or .npz> with "
+                "--resnet_variant=torchvision (configs/*_paper.flags say where to get it), "
+                f"or --pretrained_weights={NO_WEIGHTS} to train from random initialisation on "
+                "purpose")
+        if not weights:
+            return
+        if tuple(self.stage_blocks) != (3, 4, 6, 3) or self.base_width != 64:
+            raise ConfigError("pretrained_weights", "ResNet-50 weights need the ResNet-50 "
+                              "backbone (--stage_blocks=3,4,6,3 --base_width=64)")
+        name = weights.lower()
+        wanted = ("torchvision" if name.endswith(TORCH_WEIGHT_SUFFIXES) else
+                  "keras" if name.endswith(".h5") else None)   # "imagenet": either variant
+        if wanted and wanted != self.resnet_variant:
+            raise ConfigError("resnet_variant", f"--pretrained_weights={weights} is a {wanted} "
+                              f"ResNet-50 and loads into --resnet_variant={wanted}, not "
+                              f"{self.resnet_variant}")
+
+    def _check_optimisation(self) -> None:
+        if self.param_groups not in PARAM_GROUPS:
+            raise ConfigError("param_groups", f"must be one of {PARAM_GROUPS}, got "
+                              f"{self.param_groups!r}")
+        if self.param_groups == "release" and self.optimizer != "sgd":
+            raise ConfigError("param_groups", "release (per-group learning rates) needs "
+                              f"--optimizer=sgd, got {self.optimizer}: Adam is invariant to a "
+                              "gradient's scale, so the groups' lr multipliers would vanish")
 
     def check_replicas(self, num_replicas: int) -> None:
         """The global batch must split evenly over replicas and accumulation micro-batches."""
@@ -193,3 +250,81 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def check_model_values(values: dict) -> None:
+    """Check the model fields of a TrainConfig (or of ``pipelines/profile.py``'s flags).
+
+    Args:
+        values: {field: value} with at least the keys of ``model_flags.MODEL_FLAGS`` and
+            ``attention``.
+    Raises:
+        ConfigError naming the flag.
+    """
+    attention = values["attention"]
+    if attention not in ATTENTIONS:
+        raise ConfigError("attention", f"unknown attention {attention!r}; choose one of "
+                          f"{', '.join(ATTENTIONS)}")
+    for name, choices in (("rnl_similarity", RNL_SIMILARITIES),
+                          ("rnl_aggregation", RNL_AGGREGATIONS),
+                          ("resnet_variant", RESNET_VARIANTS)):
+        if values[name] not in choices:
+            raise ConfigError(name, f"must be one of {choices}, got {values[name]!r}")
+    for name, low in (("fold_div", 1), ("base_width", 1), ("se_reduction", 1),
+                      ("query_chunk_size", 0)):
+        if values[name] is None or values[name] < low:
+            raise ConfigError(name, f"must be >= {low}, got {values[name]!r}")
+    if not 0.0 <= values["gate_bn_momentum"] < 1.0:
+        raise ConfigError("gate_bn_momentum", f"must be in [0, 1) (Keras convention: the "
+                          f"moving average keeps this fraction), got {values['gate_bn_momentum']}")
+    blocks = tuple(values["stage_blocks"])
+    if len(blocks) != 4 or min(blocks) < 1:
+        raise ConfigError("stage_blocks", f"must be 4 positive ints, got {blocks}")
+    counts = dict(zip(STAGES, blocks))
+    placement = tuple(tuple(p) for p in values["placement"]) if attention != "none" else ()
+    for stage, index in placement:
+        if stage not in counts or not 0 <= index < counts[stage]:
+            raise ConfigError("placement", f"{stage}:{index} is not a block of the backbone "
+                              f"(blocks per stage: {counts})")
+    _check_kernel_sizes(values["rnl_kernel_sizes"], attention, {s for s, _ in placement})
+
+
+def _check_kernel_sizes(kernel_sizes, attention: str, stages: set) -> None:
+    for stage, size in kernel_sizes:
+        if stage not in STAGES:
+            raise ConfigError("rnl_kernel_sizes", f"unknown stage {stage!r}; one of {STAGES}")
+        size = tuple(size)
+        if len(size) != 3 or not all(isinstance(k, int) and k > 0 and k % 2 for k in size):
+            raise ConfigError("rnl_kernel_sizes", f"{stage}: the region size must be three odd "
+                              f"positive integers (kt, kh, kw) ('same' padding needs odd sizes), "
+                              f"got {'x'.join(str(k) for k in size)}")
+        if attention in ("rnl", "se+rnl") and stage not in stages:
+            raise ConfigError("rnl_kernel_sizes", f"{stage} has no RNL block (--placement "
+                              f"stages: {', '.join(sorted(stages)) or 'none'})")
+
+
+def model_kwargs(values: dict) -> dict:
+    """The ``tsm_resnet50`` arguments of the model fields (not attention, T, size, weights).
+
+    Args:
+        values: {field: value} of a TrainConfig (``dataclasses.asdict``) or of
+            ``model_flags.model_values``.
+    Returns:
+        dict of keyword arguments of ``rnl_keras.models.tsm_resnet50``.
+    """
+    chunk = values["query_chunk_size"] or None
+    placement = tuple((stage, int(index)) for stage, index in values["placement"])
+    kernels = {stage: tuple(size) for stage, size in values["rnl_kernel_sizes"]}
+    rnl = {"similarity": values["rnl_similarity"], "aggregation": values["rnl_aggregation"],
+           "key_subsample": values["key_subsample"], "query_chunk_size": chunk,
+           "fixed_offsets": values["rnl_fixed_offsets"]}
+    return {
+        "shift": values["shift"], "fold_div": values["fold_div"],
+        "resnet_variant": values["resnet_variant"],
+        "stage_blocks": tuple(values["stage_blocks"]), "base_width": values["base_width"],
+        "placement": placement, "rnl_kernel_sizes": kernels or None, "rnl_kwargs": rnl,
+        "nl_kwargs": {"subsample": values["nl_subsample"], "query_chunk_size": chunk},
+        "se_reduction": values["se_reduction"],
+        "channel_gate_at": (placement[0],) if values["channel_gate"] and placement else (),
+        "gate_kwargs": {"bn_momentum": values["gate_bn_momentum"]},
+    }

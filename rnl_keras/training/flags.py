@@ -1,6 +1,7 @@
 """absl flags of ``pipelines/train.py`` and their checks.
 
-Every flag is defined here (so ``--helpfull`` lists them under this module) and turned into a
+Every flag is defined here (the model / ablation flags by ``model_flags.define_model_flags``,
+shared with ``pipelines/profile.py``) and turned into a
 :class:`rnl_keras.training.config.TrainConfig` by :func:`config_from_flags`. Problems that can be
 found before any work starts raise :class:`absl.app.UsageError` naming the flag.
 """
@@ -9,9 +10,9 @@ from __future__ import annotations
 
 from absl import app, flags
 
-from rnl_keras.training.config import (ATTENTIONS, MIXED_PRECISIONS, RNL_AGGREGATIONS,
-                                       RNL_SIMILARITIES, SCHEDULES, STRATEGIES,
-                                       TrainConfig)
+from rnl_keras.training import model_flags
+from rnl_keras.training.config import (ATTENTIONS, MIXED_PRECISIONS, PARAM_GROUPS, SCHEDULES,
+                                       STRATEGIES, TrainConfig)
 
 FLAGS = flags.FLAGS
 
@@ -47,35 +48,28 @@ flags.DEFINE_integer("shuffle_buffer", 1024, "Shuffle buffer of the training set
 # --- model --------------------------------------------------------------------------------------
 flags.DEFINE_string("attention", "rnl", f"Attention blocks at the 5 paper positions: one of "
                     f"{'|'.join(ATTENTIONS)}.")
-flags.DEFINE_boolean("shift", True, "TSM temporal shift in every bottleneck (false: per-frame "
-                     "TSN baseline without temporal modelling).")
-flags.DEFINE_integer("fold_div", 8, "TSM shifts 2/fold_div of the channels.")
 flags.DEFINE_float("dropout", 0.5, "Dropout before the classifier.")
-flags.DEFINE_enum("resnet_variant", "keras", ["keras", "torchvision"], "Where ResNet-50 strides: "
-                  "keras (matches keras.applications weights) or torchvision (matches TSM).")
-flags.DEFINE_string("pretrained_weights", None, "Local keras.applications ResNet-50 ImageNet "
-                    "weights file loaded into the backbone (the paper starts from ImageNet).")
-flags.DEFINE_list("stage_blocks", ["3", "4", "6", "3"], "Bottlenecks in res2,res3,res4,res5 "
-                  "(ResNet-50: 3,4,6,3). Smaller values give a small TSM-ResNet (CPU demos).")
-flags.DEFINE_integer("base_width", 64, "Width of res2's bottleneck (ResNet-50: 64); the stages "
-                     "double it.")
-flags.DEFINE_list("placement", ["res3:0", "res3:2", "res4:0", "res4:2", "res4:4"],
-                  "Where the attention blocks go: stage:block (0-based) after which a block is "
-                  "inserted (the paper's 5: res3:0,res3:2,res4:0,res4:2,res4:4).")
-flags.DEFINE_enum("rnl_similarity", "gaussian", list(RNL_SIMILARITIES), "RNL similarity f: "
-                  "gaussian (softmax, eq. 5), dot (eq. 6) or cosine (eq. 7).")
-flags.DEFINE_enum("rnl_aggregation", "conv", list(RNL_AGGREGATIONS), "RNL region summary "
-                  "F_theta: channel-wise conv, avg or max pooling (Table II).")
-flags.DEFINE_boolean("key_subsample", False, "1x2x2 max-pool the keys and values of the RNL / NL "
-                     "blocks (about 4x less attention arithmetic and memory).")
-flags.DEFINE_integer("query_chunk_size", 0, "Bounded attention memory: RNL / NL attention in "
-                     "blocks of at most this many query rows, in training too (the backward "
-                     "recomputes each block instead of keeping it); same result. 0: off.")
-flags.DEFINE_boolean("rnl_fixed_offsets", True, "Gaussian RNL, float32: one exp per attention "
-                     "block where the clips' |p|^2 spread allows it (exact; checked per batch by "
-                     "a cond, an IF op in TFLite). false: always the running-max softmax.")
-flags.DEFINE_boolean("channel_gate", False, "Add the authors' released GCNet-style channel gate "
-                     "before the attention block after res3[0].")
+# The ablation / backbone flags shared with pipelines/profile.py (training/model_flags.py).
+model_flags.define_model_flags(FLAGS, resnet_variant="keras")
+flags.DEFINE_string("pretrained_weights", None, "The ImageNet start of the backbone: a torchvision "
+                    "ResNet-50 state dict (.pth, read safely without running pickled code, or "
+                    ".npz of its arrays; with --resnet_variant=torchvision: the paper's and the "
+                    "release's start), a keras.applications ResNet-50 weights file (.h5, with "
+                    "--resnet_variant=keras), 'imagenet' (keras.applications' download: needs "
+                    "network) or 'none' (random initialisation, said explicitly). Recorded with "
+                    "its sha256 in summary.json.")
+flags.DEFINE_boolean("trust_pickled_code", False, "DANGEROUS: let the .pth weights loader "
+                     "unpickle arbitrary Python objects (torch.load(weights_only=False)), which "
+                     "runs any code the file contains. Only for old checkpoints from a source you "
+                     "trust completely; the default refuses such files.")
+flags.DEFINE_boolean("sync_bn", False, "Synchronised BatchNorm under --strategy=mirrored / "
+                     "multi_worker (Keras BatchNormalization(synchronized=True): batch statistics "
+                     "over the global batch, as the release's SyncBatchNorm); one replica: same "
+                     "as plain BatchNorm.")
+flags.DEFINE_string("recipe", "", "Name of the recipe (set by each configs/*.flags, e.g. "
+                    "k400_paper). A *_paper / *_released recipe is refused without "
+                    "--pretrained_weights (say --pretrained_weights=none to start from random "
+                    "initialisation on purpose).")
 
 # --- optimisation ------------------------------------------------------------------------------
 flags.DEFINE_integer("epochs", 50, "Training epochs.")
@@ -101,8 +95,17 @@ flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adam"], "SGD with momentum (the p
                   "recipes) or Adam (the CPU demo: a small network from scratch).")
 flags.DEFINE_float("momentum", 0.9, "SGD momentum (Adam: beta_1).")
 flags.DEFINE_boolean("nesterov", False, "Nesterov momentum.")
-flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay on conv / dense kernels only "
-                   "(BatchNorm and biases are excluded), added to the loss like PyTorch SGD.")
+flags.DEFINE_float("weight_decay", 5e-4, "L2 weight decay (PyTorch SGD's coupled decay). "
+                   "--param_groups=uniform: on conv / dense kernels only (BatchNorm and biases "
+                   "excluded); release: x each group's decay multiplier.")
+flags.DEFINE_enum("param_groups", "uniform", list(PARAM_GROUPS), "Per-parameter learning rates "
+                  "and decay. uniform: one lr for all, decay on kernels. release: the authors' "
+                  "release (TSM's get_optim_policies): conv / dense weights x1 lr with decay, "
+                  "their biases x2 without; BatchNorm x1 without; classifier fc weight x5 with "
+                  "decay, bias x10 without; inside RNL / NL blocks weights x1 with decay, biases "
+                  "x2 without, with the release's quirks (F_theta x2 without decay, the block's "
+                  "BN gamma x1 with decay). SGD only. The table is printed at start and written "
+                  "to <model_dir>/param_groups.json.")
 flags.DEFINE_float("clip_grad_norm", 20.0, "Clip the global gradient norm (TSM: 20); 0: off.")
 flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing of the cross-entropy.")
 
@@ -126,6 +129,8 @@ flags.DEFINE_integer("val_batch_size", 0, "Validation batch size per worker (0: 
 flags.DEFINE_integer("val_max_videos", 0, "Validate on the first N videos only (0: all).")
 flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and augmentation.")
 flags.DEFINE_boolean("progress", True, "Show a Keras progress bar per epoch (chief only).")
+flags.DEFINE_float("peer_timeout_s", 600.0, "Multi-worker: a worker that waits this long for "
+                   "its peers (starting the cluster, a step, a save) stops naming them.")
 
 
 def _require(cond, flag, why):
@@ -133,26 +138,9 @@ def _require(cond, flag, why):
         raise app.UsageError(f"--{flag}: {why}")
 
 
-def _parse_ints(values, flag):
-    try:
-        return tuple(int(v) for v in values)
-    except ValueError:
-        raise app.UsageError(f"--{flag}: expected comma-separated integers, got "
-                             f"{','.join(values)!r}") from None
-
-
-def _parse_placement(values):
-    out = []
-    for item in values:
-        stage, _, index = item.partition(":")
-        if not stage or not index.strip().isdigit():
-            raise app.UsageError(f"--placement: {item!r} is not stage:block (e.g. res3:0)")
-        out.append((stage.strip(), int(index)))
-    return tuple(out)
-
-
-def config_from_flags(flag_values=FLAGS) -> TrainConfig:
-    """Build the TrainConfig, raising ``app.UsageError`` naming the flag for values out of range."""
+def config_from_flags(flag_values=FLAGS, check_files: bool = True) -> TrainConfig:
+    """Build the TrainConfig, raising ``app.UsageError`` naming the flag for values out of range
+    (and, with ``check_files``, for a ``--pretrained_weights`` file that does not exist)."""
     f = flag_values
     _require(f.train_list, "train_list", "is required (a list file or shard glob)")
     _require(f.model_dir, "model_dir", "is required")
@@ -165,13 +153,9 @@ def config_from_flags(flag_values=FLAGS) -> TrainConfig:
         sampling=f.sampling, dense_stride=f.dense_stride, flip=f.flip,
         on_bad_sample=f.on_bad_sample, num_parallel_calls=f.num_parallel_calls,
         deterministic_data=f.deterministic_data, shuffle_buffer=f.shuffle_buffer,
-        attention=f.attention, shift=f.shift, fold_div=f.fold_div, dropout=f.dropout,
-        resnet_variant=f.resnet_variant, pretrained_weights=f.pretrained_weights,
-        channel_gate=f.channel_gate, stage_blocks=_parse_ints(f.stage_blocks, "stage_blocks"),
-        base_width=f.base_width, placement=_parse_placement(f.placement),
-        rnl_similarity=f.rnl_similarity, rnl_aggregation=f.rnl_aggregation,
-        key_subsample=f.key_subsample, query_chunk_size=f.query_chunk_size,
-        rnl_fixed_offsets=f.rnl_fixed_offsets,
+        attention=f.attention, dropout=f.dropout, **model_flags.model_values(f),
+        pretrained_weights=f.pretrained_weights or None, trust_pickled_code=f.trust_pickled_code,
+        sync_bn=f.sync_bn, recipe=f.recipe, param_groups=f.param_groups,
         epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
         batch_size=f.batch_size, grad_accum_steps=f.grad_accum_steps, lr=f.lr,
         scale_lr_with_replicas=f.scale_lr_with_replicas,
@@ -185,9 +169,11 @@ def config_from_flags(flag_values=FLAGS) -> TrainConfig:
         checkpoint_every_steps=f.checkpoint_every_steps, keep_checkpoints=f.keep_checkpoints,
         log_every_steps=f.log_every_steps, val_every_epochs=f.val_every_epochs,
         val_batch_size=f.val_batch_size, val_max_videos=f.val_max_videos, seed=f.seed,
-        progress=f.progress)
+        progress=f.progress, peer_timeout_s=f.peer_timeout_s)
     try:
         cfg.check()
+        if check_files:
+            cfg.check_files()
     except ValueError as err:
         raise app.UsageError(str(err)) from None
     return cfg

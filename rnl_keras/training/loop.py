@@ -34,6 +34,8 @@ import tensorflow as tf
 
 from rnl_keras.atomic_io import write_atomic, write_json_atomic
 from rnl_keras.training import checkpointing, optimizer as optim, strategy as strat
+from rnl_keras.training import model_dir as mdir
+from rnl_keras.training.guard import RunGuard
 from rnl_keras.training.config import ConfigError, TrainConfig
 
 
@@ -125,17 +127,27 @@ class _Counters:
 class Trainer:
     """Builds the model, optimizer, strategy and checkpoint from a TrainConfig and trains.
 
-    Call :meth:`run` (returns the summary dict). ``num_train`` (training samples) and
-    ``train_dataset_fn`` / ``val_dataset_fn`` may be given to train on in-memory data (tests);
-    by default the ``rnl_keras.data`` pipelines read ``cfg.train_list`` / ``cfg.val_list``.
+    Call :meth:`run` (returns the summary dict), then :meth:`close`. ``num_train`` (training
+    samples) and ``train_dataset_fn`` / ``val_dataset_fn`` may be given to train on in-memory data
+    (tests); by default the ``rnl_keras.data`` pipelines read ``cfg.train_list`` /
+    ``cfg.val_list``. ``stop``: a :class:`rnl_keras.training.failures.StopSignals` (SIGINT /
+    SIGTERM save a checkpoint, then :class:`~rnl_keras.training.failures.TrainingStopped`).
     """
 
     def __init__(self, cfg: TrainConfig, strategy=None, num_train: int | None = None,
-                 train_dataset_fn=None, val_dataset_fn=None, out=None):
+                 train_dataset_fn=None, val_dataset_fn=None, out=None, stop=None):
         self.cfg = cfg
         self.out = out or sys.stdout
+        self.guard = RunGuard(stop, cfg.peer_timeout_s, strat.peer_addresses()
+                              if cfg.strategy == "multi_worker" and strategy is None else ())
         self.num_train = num_train if num_train is not None else check_data(cfg)
-        self.strategy = strategy or strat.make_strategy(cfg.strategy, cfg.cpu_devices)
+        # Multi-worker: starting the cluster waits for every peer (bounded by make_strategy),
+        # so does building the model (initial values are broadcast): --peer_timeout_s.
+        self.guard.begin("starting the cluster")
+        self.strategy = strategy or strat.make_strategy(cfg.strategy, cfg.cpu_devices,
+                                                        cfg.peer_timeout_s)
+        self.guard.stop.install()   # after the strategy: TensorFlow replaces the SIGTERM handler
+        self.guard.begin("building the model", collective=True)
         self.replicas = self.strategy.num_replicas_in_sync
         cfg.check_replicas(self.replicas)
         self.chief = strat.is_chief(self.strategy)
@@ -154,29 +166,60 @@ class Trainer:
         self.per_replica_batch = cfg.per_replica_batch(self.replicas)
         self.micro_batch = self.per_replica_batch // cfg.grad_accum_steps
         self._build()
+        self.guard.end()
+
+    @property
+    def where(self) -> str:
+        """What the trainer is doing now (named by error messages)."""
+        return self.guard.where
+
+    def close(self) -> None:
+        """Flush TensorBoard and remove this process's private checkpoint directory."""
+        try:
+            self.writer.flush()
+        finally:
+            if not self.chief:
+                mdir.remove_own_worker_dirs()
 
     # ------------------------------------------------------------------------------------ setup
     def _print(self, msg: str) -> None:
         if self.chief:
             print(msg, file=self.out, flush=True)
 
+    def _build_model_and_optimizer(self) -> None:
+        """The model (every ablation flag, the ImageNet start), the parameter groups and the
+        optimizer; called inside the strategy's scope. Records the start for summary.json."""
+        cfg = self.cfg
+        from rnl_keras.models import PretrainedWeightsError, tsm_resnet50, weights_record
+        try:
+            self.model = tsm_resnet50(cfg.num_classes, **cfg.model_kwargs())
+        except PretrainedWeightsError as err:   # names the file and the first bad tensor
+            raise ConfigError("pretrained_weights", str(err)) from None
+        if cfg.sync_bn:   # the release's convert_sync_batchnorm: EVERY BatchNorm, blocks too
+            for layer in self.model._flatten_layers():   # read at call time, before tracing
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        # After the model: an "imagenet" start is then downloaded into the cache.
+        self.start_record = weights_record(cfg.weights_arg(), cfg.resnet_variant,
+                                           include_top=cfg.num_classes == 1000)
+        self.param_groups = optim.param_groups(self.model, cfg.param_groups)
+        self.group_rows = optim.group_table(self.param_groups, self.model)
+        self._print(f"Parameter groups (--param_groups={cfg.param_groups}; lr x base lr, decay "
+                    f"x --weight_decay={cfg.weight_decay:g}):\n"
+                    + optim.format_group_table(self.group_rows))
+        self.schedule = optim.make_schedule(cfg, self.steps_per_epoch)
+        self.optimizer = optim.make_optimizer(cfg, self.steps_per_epoch, self.schedule,
+                                              groups=self.param_groups)
+        self.optimizer.build(self.model.trainable_variables)
+
     def _build(self) -> None:
         cfg = self.cfg
-        from rnl_keras.models import tsm_resnet50
+        cfg.check_files()
         if cfg.mixed_precision == "bfloat16":
             keras.mixed_precision.set_global_policy("mixed_bfloat16")
         keras.utils.set_random_seed(cfg.seed)
         with self.strategy.scope():
-            self.model = tsm_resnet50(
-                cfg.num_classes, num_frames=cfg.num_frames, attention=cfg.attention,
-                image_size=cfg.image_size, shift=cfg.shift, fold_div=cfg.fold_div,
-                dropout=cfg.dropout, resnet_variant=cfg.resnet_variant,
-                channel_gate_at=(cfg.placement[0],) if cfg.channel_gate else (),
-                weights=cfg.pretrained_weights, stage_blocks=cfg.stage_blocks,
-                base_width=cfg.base_width, placement=cfg.placement, **cfg.block_kwargs())
-            self.schedule = optim.make_schedule(cfg, self.steps_per_epoch)
-            self.optimizer = optim.make_optimizer(cfg, self.steps_per_epoch, self.schedule)
-            self.optimizer.build(self.model.trainable_variables)
+            self._build_model_and_optimizer()
 
             def counter(dtype, value=0):
                 return tf.Variable(value, dtype=dtype, trainable=False,
@@ -186,7 +229,8 @@ class Trainer:
                 epoch=counter(tf.int64), step_in_epoch=counter(tf.int64),
                 best_top1=counter(tf.float64, -1.0), best_epoch=counter(tf.int64, -1),
                 train_seconds=counter(tf.float64), clips_seen=counter(tf.int64))
-        self.decayed = optim.decayed_variables(self.model)
+        # --param_groups=release: GroupedSGD adds the decay itself, after gradient clipping.
+        self.decayed = optim.decayed_variables(self.model) if cfg.param_groups == "uniform" else []
         self.ckpt_dir = os.path.join(cfg.model_dir, "ckpt")
         self.write_ckpt_dir = strat.write_dir(cfg.model_dir, self.strategy, "ckpt")
         self.checkpoint = tf.train.Checkpoint(
@@ -196,10 +240,13 @@ class Trainer:
                                                   cfg.keep_checkpoints)
         if self.chief:
             os.makedirs(cfg.model_dir, exist_ok=True)
+            write_json_atomic(os.path.join(cfg.model_dir, "param_groups.json"), {
+                path: [g.name, g.lr_mult, g.decay_mult] for path, g in self.param_groups.items()})
             self.writer = tf.summary.create_file_writer(os.path.join(cfg.model_dir, "tb"))
         else:
             self.writer = tf.summary.create_noop_writer()
         self._train_step = self._make_train_step()
+        self._end_of_pass = self._make_end_of_pass()
         self._eval_step = tf.function(lambda x: self.model(x, training=False),
                                       reduce_retracing=True)
 
@@ -243,12 +290,29 @@ class Trainer:
             return ce_sum, correct
 
         @tf.function(jit_compile=cfg.jit_compile)
-        def train_step(iterator):
-            clips, labels = next(iterator)
+        def train_step(clips, labels, stop):
             ce, correct = strategy.run(replica_step, args=(clips, labels))
+            # The stop requests of every worker, summed: all of them stop after the same step.
+            stops = strategy.run(tf.identity, args=(stop,))
             return (strategy.reduce(tf.distribute.ReduceOp.SUM, ce, axis=None),
-                    strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None))
+                    strategy.reduce(tf.distribute.ReduceOp.SUM, correct, axis=None),
+                    strategy.reduce(tf.distribute.ReduceOp.SUM, stops, axis=None))
         return train_step
+
+    def _make_end_of_pass(self):
+        """tf.function: True when any replica (on any worker) got an end-of-pass marker batch.
+
+        An epoch is one pass over the training list (``rnl_keras.data.pad_end_of_pass``); the
+        all-reduce makes every worker end the epoch at the same step.
+        """
+        from rnl_keras.data import is_end_of_pass
+        strategy = self.strategy
+
+        @tf.function
+        def end_of_pass(labels):
+            ended = strategy.run(lambda y: tf.cast(is_end_of_pass(y), tf.int32), args=(labels,))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, ended, axis=None) > 0
+        return end_of_pass
 
     # ------------------------------------------------------------------------------- data
     def _train_dataset(self, epoch: int, skip_steps: int):
@@ -262,10 +326,12 @@ class Trainer:
             else:
                 from rnl_keras.data import make_train_dataset
                 ds = make_train_dataset(data_config(cfg, "train", seed), cfg.batch_size,
-                                        input_context=ctx, repeat=True)
-            # Every global step takes one batch per local replica from this pipeline.
+                                        input_context=ctx, repeat=False)
+            # Every global step takes one batch per local replica from this pipeline; the epoch
+            # is one pass (at most steps_per_epoch steps), then end-of-pass marker batches.
+            from rnl_keras.data import pad_end_of_pass
             per_step = max(ctx.num_replicas_in_sync // ctx.num_input_pipelines, 1)
-            return ds.skip(skip_steps * per_step).take(remaining * per_step)
+            return pad_end_of_pass(ds.skip(skip_steps * per_step).take(remaining * per_step))
 
         options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
         return strategy.distribute_datasets_from_function(dataset_fn, options)
@@ -293,6 +359,7 @@ class Trainer:
         sums = np.zeros(4, np.float64)   # correct1, correct5, loss_sum, count
         k5 = min(5, self.cfg.num_classes)
         for batch in self._val_dataset():
+            self._stop_if_requested(local=True)
             clips, labels = batch["clip"], tf.cast(batch["label"], tf.int32)
             logits = tf.cast(self._eval_step(clips), tf.float32)
             top = tf.math.top_k(logits, k5).indices
@@ -302,7 +369,9 @@ class Trainer:
             sums[2] += float(tf.reduce_sum(tf.nn.sparse_softmax_cross_entropy_with_logits(
                 labels, logits)))
             sums[3] += int(labels.shape[0])
-        sums = self._sum_over_workers(sums)
+        with self.guard.phase(f"{self.guard.where}: summing validation over the workers",
+                              collective=True):
+            sums = self._sum_over_workers(sums)
         count = max(sums[3], 1.0)
         return {"top1": sums[0] / count, "top5": sums[1] / count, "loss": sums[2] / count,
                 "num_videos": int(sums[3])}
@@ -320,12 +389,38 @@ class Trainer:
         return self.strategy.reduce(tf.distribute.ReduceOp.SUM, dist, axis=None).numpy()
 
     # ----------------------------------------------------------------------------- checkpoints
-    def _save_checkpoint(self) -> None:
+    def _save_checkpoint(self) -> str:
         step = int(self.optimizer.iterations.numpy())
-        self.manager.save(checkpoint_number=step)
+        with self.guard.phase(f"{self.guard.where}: saving the checkpoint at global step {step}",
+                              collective=True):
+            path = self.manager.save(checkpoint_number=step)
         if not self.chief:
             shutil.rmtree(self.write_ckpt_dir, ignore_errors=True)
             os.makedirs(self.write_ckpt_dir, exist_ok=True)
+            path = os.path.join(self.ckpt_dir, os.path.basename(path))   # the chief's copy
+        return path
+
+    def _stop_if_requested(self, total: float | None = None, local: bool = False) -> None:
+        """Save a checkpoint and raise TrainingStopped when a stop was requested.
+
+        Args:
+          total: the stop codes summed over all workers (from the train step); None: ask
+            the workers now (one small all-reduce) unless ``local``.
+          local: decide from this process's request alone; only done with one worker (a
+            multi-worker save is collective), otherwise ignored until the next step.
+        """
+        workers = strat.num_workers(self.strategy)
+        if total is None:
+            if local and workers > 1:
+                return
+            total = self.guard.code()
+            if workers > 1:
+                with self.guard.phase(f"{self.guard.where}: agreeing on a stop", collective=True):
+                    total = float(self._sum_over_workers(np.array([total]))[0])
+        signum = self.guard.signum(float(total))
+        if signum is None:
+            return
+        raise self.guard.stopped(signum, self._save_checkpoint())
 
     def _restore(self) -> bool:
         latest = tf.train.latest_checkpoint(self.ckpt_dir)
@@ -361,9 +456,15 @@ class Trainer:
         cfg, c = self.cfg, self.counters
         from rnl_keras.data import BadSampleLog, report_bad_samples
         run_start = time.time()
+        # Leftovers of a killed run: .tmp_* files in model_dir, dead workers' temp directories.
+        mdir.clean_stale(cfg.model_dir if self.chief else None)
+        self.guard.begin("restoring the checkpoint", collective=True)
         resumed = self._restore()
+        self.guard.end()
+        # Records of the epochs the checkpoint completed (1-based "epoch" <= epochs done).
         history = [h for h in self._load_history()
-                   if h.get("epoch", 0) < int(c.epoch.numpy())] if resumed else []
+                   if h.get("epoch", 0) <= int(c.epoch.numpy())] if resumed else []
+        self.guard.training(True)   # from here a signal saves at the end of the step, then stops
         if self.chief and cfg.classes_file and os.path.isfile(cfg.classes_file):
             shutil.copyfile(cfg.classes_file, os.path.join(cfg.model_dir, "classes.txt"))
         if self.chief:
@@ -398,8 +499,18 @@ class Trainer:
             t_log, clips_log = time.time(), 0
             for step in range(start_step, self.steps_per_epoch):
                 t0 = time.time()
-                ce, correct = self._train_step(iterator)
+                self.guard.begin(f"epoch {epoch + 1} step {step + 1} (global step "
+                                 f"{int(self.optimizer.iterations.numpy()) + 1})", collective=True)
+                clips, labels = next(iterator)
+                if bool(self._end_of_pass(labels)):   # bad samples made the pass shorter
+                    bar.update(step, finalize=True)
+                    self._print(f"Epoch {epoch + 1}: the pass over the training list ended "
+                                f"after {step} of {self.steps_per_epoch} steps")
+                    break
+                ce, correct, stops = self._train_step(
+                    clips, labels, tf.constant(self.guard.code(), tf.float32))
                 ce, correct = float(ce), float(correct)
+                self.guard.end()
                 dt = time.time() - t0
                 steps_this_run += 1
                 train_time_run += dt
@@ -427,6 +538,8 @@ class Trainer:
                 if (cfg.checkpoint_every_steps and global_step % cfg.checkpoint_every_steps == 0
                         and step + 1 < self.steps_per_epoch):
                     self._save_checkpoint()
+                self._stop_if_requested(float(stops))
+            self.guard.end()
             epoch_time = time.time() - t_epoch
             record = {"epoch": epoch + 1, "global_step": int(self.optimizer.iterations.numpy()),
                       "epoch_seconds": round(epoch_time, 2)}
@@ -435,6 +548,7 @@ class Trainer:
                               clips_per_sec=seen / max(epoch_time, 1e-9))
             last = epoch + 1 == cfg.epochs
             if cfg.val_list and ((epoch + 1) % cfg.val_every_epochs == 0 or last):
+                self.guard.begin(f"epoch {epoch + 1} validation")
                 t_val = time.time()
                 val = self.validate()
                 record.update(val_top1=val["top1"], val_top5=val["top5"], val_loss=val["loss"],
@@ -462,7 +576,11 @@ class Trainer:
             if self.chief:
                 write_json_atomic(self._history_path(), history, sort_keys=True)
                 self.writer.flush()
+            self.guard.begin(f"end of epoch {epoch + 1}")
             self._save_checkpoint()
+            self._stop_if_requested()
+        self.guard.training(False)
+        self.guard.begin("writing final.keras and summary.json")
         return self._finish(history, run_start, steps_this_run, train_time_run, first_losses)
 
     def _finish(self, history, run_start, steps_this_run, train_time_run, first_losses) -> dict:
@@ -487,6 +605,10 @@ class Trainer:
             "first_losses": first_losses, "weights_sha256": digest,
             "optimizer_sha256": slots_digest,
             "model_dir": cfg.model_dir, "history": history,
+            "recipe": cfg.recipe or None, "start": self.start_record,
+            "param_groups": {"policy": cfg.param_groups, "groups": [
+                dict(zip(("group", "lr_mult", "decay_mult", "variables", "parameters"), row))
+                for row in self.group_rows]},
         }
         if self.chief:
             write_json_atomic(os.path.join(cfg.model_dir, "summary.json"), summary, sort_keys=True)

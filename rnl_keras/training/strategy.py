@@ -7,13 +7,15 @@ three (``model.fit`` fails under MultiWorkerMirroredStrategy with Keras 3, keras
 """
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
-import tempfile
 
 import tensorflow as tf
 
 from rnl_keras.training.config import ConfigError
+from rnl_keras.training import rendezvous
+from rnl_keras.training.model_dir import worker_dir
 
 
 def configure_cpu_devices(count: int) -> None:
@@ -35,8 +37,15 @@ def _tf_config() -> dict:
         raise ConfigError("strategy", f"TF_CONFIG is not valid JSON ({err})") from None
 
 
-def make_strategy(name: str, cpu_devices: int = 0) -> tf.distribute.Strategy:
-    """Create the strategy; raises ConfigError for an impossible setting."""
+def make_strategy(name: str, cpu_devices: int = 0,
+                  peer_timeout_s: float = 600.0) -> tf.distribute.Strategy:
+    """Create the strategy; raises ConfigError for an impossible setting.
+
+    Multi-worker: first waits (at most ``peer_timeout_s``) until every peer of ``TF_CONFIG``
+    answers (raises ``rendezvous.PeerTimeoutError`` naming the missing ones), then starts the
+    cluster; should that still hang, the process ends after ``peer_timeout_s`` with a dump of
+    where it waited (``faulthandler``: TensorFlow holds the GIL there).
+    """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
@@ -54,8 +63,50 @@ def make_strategy(name: str, cpu_devices: int = 0) -> tf.distribute.Strategy:
                               "'task' (see rnl_keras/training/strategy.py)")
         options = tf.distribute.experimental.CommunicationOptions(
             implementation=tf.distribute.experimental.CommunicationImplementation.RING)
-        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        own, peers = cluster_tasks()
+        if own:
+            rendezvous.wait_for_peers(own, peers, peer_timeout_s)
+        faulthandler.dump_traceback_later(peer_timeout_s, exit=True)
+        try:
+            return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+        finally:
+            faulthandler.cancel_dump_traceback_later()
     raise ConfigError("strategy", f"unknown strategy {name!r}")
+
+
+def cluster_tasks() -> tuple[str | None, dict[str, str]]:
+    """(this task's address, {"<type> <index>": address} of the other chief / worker tasks),
+    read from ``TF_CONFIG``."""
+    cfg = _tf_config()
+    task = cfg.get("task") or {}
+    me = (task.get("type"), int(task.get("index", 0) or 0))
+    own, peers = None, {}
+    for job, addresses in (cfg.get("cluster") or {}).items():
+        if isinstance(addresses, dict):
+            addresses = [addresses[k] for k in sorted(addresses, key=int)]
+        for index, address in enumerate(addresses or []):
+            if (job, index) == me:
+                own = address
+            elif job in ("chief", "worker"):
+                peers[f"{job} {index}"] = address
+    return own, peers
+
+
+def peer_addresses() -> list[str]:
+    """The other tasks of the ``TF_CONFIG`` cluster, as ``"<type> <index> at <host:port>"``."""
+    return [f"{name} at {address}" for name, address in cluster_tasks()[1].items()]
+
+
+def chief_by_tf_config(strategy_name: str) -> bool:
+    """Whether this process will be the chief, read from ``TF_CONFIG`` before any strategy
+    exists (so that ``--model_dir`` can be checked before any work)."""
+    if strategy_name != "multi_worker":
+        return True
+    task = _tf_config().get("task") or {}
+    if task.get("type") == "chief":
+        return True
+    has_chief = "chief" in (_tf_config().get("cluster") or {})
+    return task.get("type") == "worker" and int(task.get("index", 0) or 0) == 0 and not has_chief
 
 
 def task_info(strategy) -> tuple[str | None, int]:
@@ -91,7 +142,7 @@ def write_dir(model_dir: str, strategy, sub: str = "") -> str:
         path = os.path.join(model_dir, sub) if sub else model_dir
     else:
         task_type, task_id = task_info(strategy)
-        base = os.path.join(tempfile.gettempdir(), f"rnl_keras_{os.getpid()}_{task_type}_{task_id}")
+        base = worker_dir(task_type, task_id)   # removed when the process ends (train.py)
         path = os.path.join(base, sub) if sub else base
     os.makedirs(path, exist_ok=True)
     return path

@@ -59,7 +59,7 @@ def test_true_count_of_rnl_is_about_89_g(counts):
     expected = counts["rnl"]["paper"] + attention_true_macs()
     assert counts["rnl"]["true"] == expected
     assert counts["rnl"]["true"] / 1e9 == pytest.approx(89.5, abs=0.5)
-    # res3: 20.1 GMACs of attention products per block (FACTS.md section 2).
+    # res3: 20.1 GMACs of attention products per block (docs/fidelity.md section 8).
     assert 2 * 6272 ** 2 * 256 / 1e9 == pytest.approx(20.1, abs=0.05)
 
 
@@ -89,3 +89,41 @@ def test_pipeline_writes_json(tmp_path, capsys):
     rnl = data["models"]["rnl"]
     assert rnl["paper"] / 1e9 == pytest.approx(41.15, rel=0.01)
     assert rnl["true"] < 60e9  # sub-sampled keys: attention products / 4
+
+
+SMALL = ["--num_frames=2", "--image_size=64", "--num_classes=5", "--stage_blocks=1,1,1,1",
+         "--base_width=8", "--placement=res3:0"]
+
+
+def test_pipeline_takes_the_trainers_ablation_flags(tmp_path, capsys):
+    """--rnl_kernel_sizes / --se_reduction reach the profiled model: the res3 F_theta of C' = 32
+    channels weighs 32 x 1 instead of 32 x 3 x 7 x 7; SE's W1 (C -> C/r) shrinks with r."""
+    from pipelines.profile import main
+
+    def params(*extra):
+        out = tmp_path / "p.json"
+        main(SMALL + [f"--json={out}", *extra])
+        data = json.loads(out.read_text())
+        return data, {a: m["params"]["trainable"] for a, m in data["models"].items()}
+
+    data, default = params("--attention=rnl")
+    _, region1 = params("--attention=rnl", "--rnl_kernel_sizes=res3:1x1x1")
+    assert default["rnl"] - region1["rnl"] == 32 * (3 * 7 * 7 - 1)
+    assert data["config"]["rnl_kernel_sizes"] == []
+    _, r16 = params("--attention=se+rnl")
+    data, r2 = params("--attention=se+rnl", "--se_reduction=2")
+    channels = 4 * 8 * 2   # res3's output: 4 x base_width x 2
+    assert r2["se+rnl"] - r16["se+rnl"] == 2 * channels * (channels // 2 - channels // 16) + \
+        2 * (channels // 2 - channels // 16)   # W1, W2 and the BN's gamma, beta
+    assert data["config"]["se_reduction"] == 2
+    assert "Table III" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("bad", ["--rnl_kernel_sizes=res3:2x2x2", "--rnl_kernel_sizes=res5:3x3x3",
+                                 "--se_reduction=0"])
+def test_pipeline_refuses_bad_ablation_flags(bad):
+    from pipelines.profile import main
+
+    with pytest.raises(SystemExit) as info:
+        main(SMALL + ["--attention=rnl", bad])
+    assert bad.split("=")[0] in str(info.value)

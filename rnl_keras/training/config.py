@@ -82,6 +82,7 @@ class TrainConfig:
     nl_subsample: bool = False
     se_reduction: int = 16
     gate_bn_momentum: float = 0.99
+    classifier_init: str = "release"     # "release" N(0, 0.001) | "glorot"
     sync_bn: bool = False
     trust_pickled_code: bool = False
     recipe: str = ""
@@ -274,6 +275,9 @@ def check_model_values(values: dict) -> None:
                       ("query_chunk_size", 0)):
         if values[name] is None or values[name] < low:
             raise ConfigError(name, f"must be >= {low}, got {values[name]!r}")
+    if values["classifier_init"] not in ("release", "glorot"):
+        raise ConfigError("classifier_init", f"must be release or glorot, got "
+                          f"{values['classifier_init']!r}")
     if not 0.0 <= values["gate_bn_momentum"] < 1.0:
         raise ConfigError("gate_bn_momentum", f"must be in [0, 1) (Keras convention: the "
                           f"moving average keeps this fraction), got {values['gate_bn_momentum']}")
@@ -327,4 +331,5 @@ def model_kwargs(values: dict) -> dict:
         "se_reduction": values["se_reduction"],
         "channel_gate_at": (placement[0],) if values["channel_gate"] and placement else (),
         "gate_kwargs": {"bn_momentum": values["gate_bn_momentum"]},
+        "classifier_init": values["classifier_init"],
     }

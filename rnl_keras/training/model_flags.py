@@ -28,7 +28,7 @@ from rnl_keras.training.config import (RNL_AGGREGATIONS, RNL_SIMILARITIES, STAGE
 MODEL_FLAGS = ("shift", "fold_div", "resnet_variant", "stage_blocks", "base_width", "placement",
                "rnl_similarity", "rnl_aggregation", "rnl_kernel_sizes", "key_subsample",
                "nl_subsample", "query_chunk_size", "rnl_fixed_offsets", "se_reduction",
-               "channel_gate", "gate_bn_momentum")
+               "channel_gate", "gate_bn_momentum", "classifier_init")
 
 
 def define_model_flags(flag_values=flags.FLAGS, resnet_variant="keras") -> None:
@@ -81,6 +81,10 @@ def define_model_flags(flag_values=flags.FLAGS, resnet_variant="keras") -> None:
     flags.DEFINE_float("gate_bn_momentum", 0.99, "Keras momentum of the --channel_gate's "
                        "BatchNorm: 0.99 is the release's (PyTorch BatchNorm1d momentum=0.01); "
                        "0.9 is PyTorch's default 0.1.", **fv)
+    flags.DEFINE_enum("classifier_init", "release", ["release", "glorot"], "Initialisation of "
+                      "the classifier: release (N(0, 0.001), the release's and TSM's, for a head "
+                      "on ImageNet features) or glorot (from-scratch training with Adam, as the "
+                      "CPU demo: there the tiny head slows learning far down).", **fv)
 
 
 def parse_ints(values, flag):

@@ -20,6 +20,20 @@ def test_classifier_init_is_normal_0_001():
     assert not np.any(model.get_layer("fc").bias.numpy())
 
 
+def test_glorot_classifier_for_from_scratch_runs():
+    """classifier_init="glorot" (the demo's): uniform with bound sqrt(6 / (fan_in + fan_out))."""
+    kernel = tsm_resnet50(1000, classifier_init="glorot", **TINY).get_layer("fc").kernel.numpy()
+    bound = np.sqrt(6.0 / (kernel.shape[0] + kernel.shape[1]))
+    assert np.abs(kernel).max() <= bound and np.abs(kernel).max() > 0.99 * bound
+    assert abs(kernel.std() - bound / np.sqrt(3.0)) < 0.02 * bound
+
+
+def test_unknown_classifier_init_is_refused():
+    import pytest
+    with pytest.raises(ValueError, match="classifier_init"):
+        tsm_resnet50(10, classifier_init="he", **TINY)
+
+
 def test_classifier_draws_are_independent_and_seeded():
     keras.utils.set_random_seed(7)
     a = tsm_resnet50(50, **TINY).get_layer("fc").kernel.numpy()

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from absl import app, flags
 
@@ -172,6 +173,10 @@ def test_region_sizes_se_reduction_gate_and_sync_bn_reach_the_model():
         == 0.9
     assert not model.get_layer("conv1_bn").synchronized
     assert cfg.model_kwargs()["sync_bn"] is False
+    # --classifier_init: the release's N(0, 0.001) by default, glorot for from-scratch runs
+    assert np.std(model.get_layer("fc").kernel.numpy()) < 0.002
+    _, model = _small_model(["--attention=none", "--classifier_init=glorot"])
+    assert np.std(model.get_layer("fc").kernel.numpy()) > 0.02
 
 
 @pytest.mark.parametrize("bad,flag", [

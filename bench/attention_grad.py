@@ -7,7 +7,7 @@
 One tf.function computing the gradients of sum(y * r) w.r.t. P and V (symmetric path, y =
 attend(P, P, V, symmetric=True); ``--rows``: the row-chunked path with K = P) at res3's default
 shapes (N = T H W = 8 x 28 x 28 = 6272, d = dv = 256, query_chunk_size 1024: 7 blocks of 896),
-``recompute_grad`` False (TF autodiff keeps every exp block) and True (attention_recompute
+``recompute_grad`` False (TF autodiff keeps every exp block) and True (attention.recompute
 recomputes them).
 
 Peak memory, method: every configuration runs in a fresh process with
@@ -31,7 +31,7 @@ BFC = {"TF_CPU_ALLOCATOR_USE_BFC": "true"}   # allocator statistics (set before 
 def worker(cfg):
     import tensorflow as tf
 
-    from rnl_keras.layers import attention_ops
+    from rnl_keras.layers import attention
 
     tf.random.set_seed(0)
     b, n = cfg["batch"], cfg["n"]
@@ -43,8 +43,8 @@ def worker(cfg):
     def step(p, v, r):
         with tf.GradientTape() as tape:
             tape.watch([p, v])
-            y = attention_ops.attend(p, p, v, cfg["similarity"], cfg["block"],
-                                     symmetric=not cfg["rows"], recompute_grad=cfg["recompute"])
+            y = attention.attend(p, p, v, cfg["similarity"], cfg["block"],
+                                 symmetric=not cfg["rows"], recompute_grad=cfg["recompute"])
             loss = tf.reduce_sum(y * r)
         return tape.gradient(loss, [p, v])
 

@@ -5,11 +5,11 @@
 Blocks: RNL (Gaussian) with F_theta = conv / avg / max, NL with and without 1x2x2 sub-sampling,
 SE (original, r = 16); shapes res3 (B, 8, 28, 28, 512) and res4 (B, 8, 14, 14, 1024), B = 1 and 4;
 query_chunk_size None and 1024. "rnl-conv materialised" is the RNL without the blocked symmetric
-path (attention_ops.DEFAULT_BLOCK = None: the whole N x N matrix at once, the old behaviour), the
-reference of the chunked memory bound; with query_chunk_size=None the RNL now blocks by 1024 too.
-Block inputs are N(0, 1): the RNL's |p|^2 / 2 then spans ~200 per clip and its Gaussian attention
-takes the running-max softmax; "rnl-conv fixed-offset" scales the input by 0.25 (spread ~13, like a
-freshly built TSM-R50's res3 features) so that it takes the fixed-offset path (attention_ops).
+path (attention.dispatch.DEFAULT_BLOCK = None: the whole N x N matrix at once, the old behaviour),
+the reference of the chunked memory bound; with query_chunk_size=None the RNL blocks by 1024 too.
+Block inputs are N(0, 1). "rnl-conv" has the fresh weights (|p|^2 / 2 spans ~1e-2 within a clip);
+"rnl-conv trained-like" the weights of ``trained_like.py`` (theta scaled so that it spans
+``TRAINED_SPREAD``, as in the models trained here; BN gamma 1): the speed a trained block gets.
 
 Peak memory, method: every configuration runs in two fresh Python processes. The first times it
 (default allocator) and reports the process's peak RSS growth (ru_maxrss over the post-build
@@ -28,21 +28,22 @@ import sys
 from common import (KERNELS, SHAPES, allocator_peak_mb, maxrss_mb, print_table_start,
                     run_subprocess, time_fn, write_json)
 
-BLOCKS = ("rnl-conv", "rnl-conv fixed-offset", "rnl-avg", "rnl-max", "rnl-conv materialised", "nl",
+BLOCKS = ("rnl-conv", "rnl-conv trained-like", "rnl-avg", "rnl-max", "rnl-conv materialised", "nl",
           "nl-sub", "se")
 
 
 def worker(cfg):
     import tensorflow as tf
 
-    from rnl_keras.layers import NonLocal, RegionNonLocal, SqueezeExcite, attention_ops
+    from rnl_keras.layers import NonLocal, RegionNonLocal, SqueezeExcite
+    from rnl_keras.layers.attention import dispatch
     from rnl_keras.profiling import layer_macs
 
     shape = (cfg["batch"],) + SHAPES[cfg["shape"]]
     kind, chunk = cfg["block"], cfg["chunk"]
     if kind.startswith("rnl"):
         if kind.endswith("materialised"):
-            attention_ops.DEFAULT_BLOCK = None
+            dispatch.DEFAULT_BLOCK = None
         agg = kind.split()[0].split("-")[1]
         layer = RegionNonLocal(aggregation=agg, kernel_size=KERNELS[cfg["shape"]],
                                query_chunk_size=chunk)
@@ -51,7 +52,11 @@ def worker(cfg):
     else:
         layer = SqueezeExcite(reduction=16, mode="scale")
     layer.build(shape)
-    x = tf.random.normal(shape) * (0.25 if kind.endswith("fixed-offset") else 1.0)
+    x = tf.random.normal(shape)
+    if kind.endswith("trained-like"):
+        from trained_like import trained_like_layer
+
+        trained_like_layer(layer, x)
     macs = shape[0] * layer_macs(layer, shape, shape)["true"]
     fwd = tf.function(lambda x: layer(x, training=False))
 
@@ -97,7 +102,7 @@ def chunk_summary(rows):
     for (shape, batch, block, chunk), ref in found.items():
         if block != "rnl-conv materialised":
             continue
-        for name, mode in [(n, m) for n in ("rnl-conv", "rnl-conv fixed-offset")
+        for name, mode in [(n, m) for n in ("rnl-conv", "rnl-conv trained-like")
                            for m in (1024, None)]:
             row = found.get((shape, batch, name, mode))
             if row is None:

@@ -1,6 +1,6 @@
-"""Full-model speed: TSM-R50 baseline vs +5 RNL (with / without key sub-sampling, with
-query_chunk_size=1024: bounded memory, recomputing backward in training, and with the running-max
-attention only: fixed_offsets=False, what features with a wide norm spread get) vs +5 NL.
+"""Full-model speed: TSM-R50 baseline vs +5 RNL (fresh and trained-like weights, with / without
+key sub-sampling, with query_chunk_size=1024: bounded memory, recomputing backward in training)
+vs +5 NL.
 
     python bench/model.py [--quick] [--iters=2] [--json=bench/results/model.json]
 
@@ -11,16 +11,22 @@ update). All models are built first and timed in interleaved rounds (each round 
 once), so a transient disturbance of a shared machine cannot fall on one model only; warm-up
 calls (tracing) are excluded; times are minima over the rounds; all ratios to the baseline come
 from this same run. Multiply-adds from rnl_keras.profiling.
+
+Weights: random (fresh) except "rnl_trained_like": the +5 RNL model with its blocks made
+trained-like (``trained_like.py``: block inputs whose |p|^2 / 2 spreads over ``TRAINED_SPREAD``
+within a clip, as in the models trained here, and BN gamma 1). Its time is the one a trained model
+gets; it should equal "rnl" (the attention's path depends on shapes only).
 """
 import argparse
 import statistics
 import sys
 
+import numpy as np
+
 from common import machine, set_policy, time_fn, write_json
 
 MODELS = {"baseline": ("none", {}), "rnl": ("rnl", {}),
-          # What trained weights get when their |p|^2 spread rules out the fixed-offset path.
-          "rnl_running_max": ("rnl", {"rnl_kwargs": {"fixed_offsets": False}}),
+          "rnl_trained_like": ("rnl", {}),
           "rnl_key_subsample": ("rnl", {"rnl_kwargs": {"key_subsample": True}}),
           "rnl_chunk1024": ("rnl", {"rnl_kwargs": {"query_chunk_size": 1024}}),
           "nl": ("nl", {})}
@@ -35,6 +41,13 @@ def build(name, dtype):
     model = tsm_resnet50(400, num_frames=8, attention=attention, image_size=224,
                          name=f"{name}_{dtype}", **PAPER, **kwargs)
     set_policy("float32")
+    if name.endswith("trained_like"):
+        from trained_like import trained_like_model
+
+        clip = np.random.default_rng(0).normal(size=(1, 8, 224, 224, 3)).astype("float32")
+        spreads = trained_like_model(model, clip)
+        print(f"{name}:{dtype} median |p|^2/2 spread per block: "
+              + ", ".join(f"{k} {v:.3g}" for k, v in spreads.items()), flush=True)
     return model
 
 
@@ -77,7 +90,7 @@ def main(argv=None):
     parser.add_argument("--quick", action="store_true", help="2 timing rounds instead of --rounds")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--models", default=",".join(MODELS))
-    parser.add_argument("--bf16_models", default="baseline,rnl")
+    parser.add_argument("--bf16_models", default="baseline,rnl_trained_like")
     parser.add_argument("--json", default="model.json")
     args = parser.parse_args(argv)
     import tensorflow as tf

@@ -6,15 +6,15 @@ Measures in one run: a 4096^2 float32 (and bfloat16) tf.matmul, a bare softmax a
 (N = 6272, d = 256, plain TF), and the RNL block (Gaussian, F_theta 3x7x7 conv at res3 / 3x3x3 at
 res4) at res3 (B, 8, 28, 28, 512) and res4 (B, 8, 14, 14, 1024), B = 1: forward and
 forward+backward, float32 and mixed_bfloat16, with
-  materialised  the whole N x N weight matrix at once (attention_ops.DEFAULT_BLOCK = None, the
+  materialised  the whole N x N weight matrix at once (attention.dispatch.DEFAULT_BLOCK = None, the
                 pre-optimisation behaviour), and
   chunk=1024    query_chunk_size=1024: the symmetric blocked path (balanced 896-blocks at res3);
-                in forward+backward the recomputing backward (attention_recompute: bounded
+                in forward+backward the recomputing backward (attention.recompute: bounded
                 memory, one more P P^T of arithmetic than autodiff, not counted in the rate).
-                The block input is N(0, 1): |p|^2 / 2 spans ~200 per clip, so the attention takes
-                the running-max form (what wide-spread trained features get), and
-  fixed-offset  the same with the input scaled by 0.25 (spread ~13, as the features of a freshly
-                initialised TSM-R50 at res3: ~10): the one-exp-per-block path (float32 only).
+                The block input is N(0, 1), the weights fresh (BN gamma 1), and
+  trained-like  the same with theta scaled as in ``trained_like.py`` (|p|^2 / 2 spanning
+                ``TRAINED_SPREAD`` within a clip, as in the models trained here): the attention
+                runs the same path, so the two should agree.
 (query_chunk_size=None now takes the symmetric blocked path too, with DEFAULT_BLOCK = 1024.)
 Achieved rate = true multiply-adds (rnl_keras.profiling: attention products counted in full,
 2 N^2 C') x 2 / time, in GFLOP/s; forward+backward counts 3x the forward multiply-adds. A rate
@@ -27,7 +27,7 @@ import sys
 from common import KERNELS, SHAPES, machine, matmul_rate, set_policy, time_fn, write_json
 
 
-def rnl_fn(shape_name, batch, chunk, dtype, backward, input_scale=1.0):
+def rnl_fn(shape_name, batch, chunk, dtype, backward, trained_like=False):
     import keras
     import tensorflow as tf
 
@@ -39,7 +39,11 @@ def rnl_fn(shape_name, batch, chunk, dtype, backward, input_scale=1.0):
     layer = RegionNonLocal(kernel_size=KERNELS[shape_name], query_chunk_size=chunk)
     layer.build(shape)
     layer.bn.gamma.assign(tf.ones_like(layer.bn.gamma))
-    x = tf.random.normal(shape) * input_scale
+    x = tf.random.normal(shape)
+    if trained_like:
+        from trained_like import trained_like_layer
+
+        trained_like_layer(layer, x)
     macs = batch * layer_macs(layer, shape, shape)["true"]
     if backward:
         weights = layer.trainable_weights
@@ -77,7 +81,7 @@ def main(argv=None):
     parser.add_argument("--iters", type=int, default=3)
     parser.add_argument("--json", default="roofline.json")
     args = parser.parse_args(argv)
-    from rnl_keras.layers import attention_ops
+    from rnl_keras.layers.attention import dispatch
 
     iters = 2 if args.quick else args.iters
     info = machine()
@@ -102,14 +106,14 @@ def main(argv=None):
             for dtype in ("float32", "bfloat16"):
                 variants = ("materialised", "chunk=1024")
                 if dtype == "float32":
-                    variants += ("fixed-offset",)
+                    variants += ("trained-like",)
                 for variant in variants:
                     chunk = None if variant == "materialised" else 1024
-                    attention_ops.DEFAULT_BLOCK = None if variant == "materialised" else 1024
-                    scale = 0.25 if variant == "fixed-offset" else 1.0
-                    fn, x, macs = rnl_fn(shape_name, 1, chunk, dtype, backward, scale)
+                    dispatch.DEFAULT_BLOCK = None if variant == "materialised" else 1024
+                    fn, x, macs = rnl_fn(shape_name, 1, chunk, dtype, backward,
+                                         variant == "trained-like")
                     t = time_fn(fn, x, iters=iters)
-                    attention_ops.DEFAULT_BLOCK = 1024
+                    dispatch.DEFAULT_BLOCK = 1024
                     rate = 2 * macs / t["min_s"] / 1e9
                     ratio = rate / mm[dtype]["gflops"]
                     ratio_fp32 = rate / mm["float32"]["gflops"]

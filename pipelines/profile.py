@@ -14,7 +14,7 @@ Columns (GMACs per clip, 1 multiply-add = 2 FLOPs):
   true     everything: plus the attention products (2 N_q N_k C' per RNL / NL block), F_theta's
            channel-wise conv and the SE / gate pooling products.
   executed what rnl_keras actually computes: the Gaussian RNL without key sub-sampling builds only
-           half of S = P P^T (attention_ops symmetric path).
+           half of S = P P^T (rnl_keras.layers.attention symmetric path).
 Parameters: trainable, and total (with BN moving statistics). The paper's RNL count (35.48M)
 includes the release's grouped F_theta weight and its 0/1 mask; ours is the same function stored
 as a true depthwise kernel (docs/fidelity.md 6.1), so it is ~7.3M lower.

@@ -14,7 +14,7 @@ the attention memory (query rows in chunks; in training the backward recomputes 
 """
 import keras
 
-from rnl_keras.layers import attention_ops
+from rnl_keras.layers import attention
 from rnl_keras.layers.initializers import (conv_initializers, optional_initializer,
                                            serialize_optional)
 from rnl_keras.layers.residual_projection import project_and_add
@@ -77,14 +77,14 @@ class NonLocal(keras.layers.Layer):
 
     def call(self, x, training=None):
         queries, keys, values = self.embeddings(x)
-        y = attention_ops.attend(queries, keys, values, "gaussian", self.query_chunk_size,
-                                 recompute_grad=bool(training) and self.query_chunk_size is not None)
+        y = attention.attend(queries, keys, values, "gaussian", self.query_chunk_size,
+                             recompute_grad=bool(training) and self.query_chunk_size is not None)
         return project_and_add(y, self.w, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):
         """softmax weights of the chosen query rows (flattened T, H, W indices): (B, Q, N_k)."""
         queries, keys, _ = self.embeddings(x)
-        return attention_ops.query_rows_weights(queries, keys, query_positions, "gaussian")
+        return attention.query_rows_weights(queries, keys, query_positions, "gaussian")
 
     def compute_output_shape(self, input_shape):
         return input_shape

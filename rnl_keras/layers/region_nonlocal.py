@@ -22,14 +22,17 @@ its own initializer instance (independent draws):
     W_z, b_z              U(-1/sqrt(C'), 1/sqrt(C'))      PyTorch's Conv3d default, fan_in = C'
     BN gamma, beta        0                               a new block is the identity
 
-Options beyond the paper: ``query_chunk_size`` (bounded attention memory, same result),
-``key_subsample`` (1x2x2 max-pooling of keys and values, as the NL paper and the RNL release offer)
-and ``fixed_offsets`` (a faster exact softmax where the features' norms allow it, ``attention_ops``).
+Options beyond the paper: ``query_chunk_size`` (bounded attention memory, same result) and
+``key_subsample`` (1x2x2 max-pooling of keys and values, as the NL paper and the RNL release offer).
+The attention itself is ``rnl_keras.layers.attention`` (its ``reference`` module states eqs.
+(4)-(9); ``dispatch.attend`` picks the blocked kernel).
 """
+import warnings
+
 import keras
 from keras import ops
 
-from rnl_keras.layers import attention_ops
+from rnl_keras.layers import attention
 from rnl_keras.layers.initializers import (ReleaseDepthwiseXavierUniform, conv_initializers,
                                            optional_initializer, serialize_optional)
 from rnl_keras.layers.region_aggregation import depthwise_conv3d, max_pool3d
@@ -74,11 +77,13 @@ class RegionNonLocal(keras.layers.Layer):
         kernel_size: region size (kt, kh, kw) of F_theta, odd; 3x7x7 in res3, 3x3x3 in res4.
         reduction: C' = C / reduction channels for v and p (2 in the paper).
         query_chunk_size: build the attention this many query rows at a time (same output,
-            O(N * chunk) memory instead of O(N^2)); in training the backward then recomputes
-            each block instead of keeping it (``attention_recompute``), so training memory is
-            bounded too. ``None``: without key sub-sampling the
-            Gaussian / cosine forms still run in blocks of ``attention_ops.DEFAULT_BLOCK`` rows
-            (the symmetric path, which halves P P^T); with it, the matrix is built at once.
+            O(N * chunk) memory instead of O(N^2)). ``None``: without key sub-sampling the
+            Gaussian / cosine forms still run in blocks of ``attention.dispatch.DEFAULT_BLOCK``
+            rows (the symmetric path, which halves P P^T); with it, the matrix is built at once.
+            In training every blocked path (symmetric, or row chunks) recomputes each block in
+            the backward instead of keeping it (``attention.recompute``), so training memory is
+            bounded too (res3, 4 clips: ~0.45 GB instead of ~2.4 GB with plain autodiff, and no
+            slower on CPU, ``bench/blocks.py``).
         key_subsample: 1x2x2 max-pool the keys p_j and values v_j (queries stay full resolution);
             C(x) then counts the pooled key positions.
         bn_epsilon, bn_momentum: of the zero-initialised BatchNorm after W_z (PyTorch's 1e-5, 0.1).
@@ -86,19 +91,19 @@ class RegionNonLocal(keras.layers.Layer):
             release's, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for kernels and biases (module
             docstring). A given initializer is cloned for each of the two (its int seed offset by
             0 and 1), so they never share draws. F_theta always starts as the release's.
-        fixed_offsets: Gaussian, float32, no key sub-sampling: take the one-exp-per-block path
-            of ``attention_ops`` when the clips' |p|^2 spread allows it (exact; checked per batch
-            by a ``cond``, an IF op in TFLite). ``False``: always the running-max path, no cond.
+        fixed_offsets: deprecated and ignored (accepted so that older configs and ``.keras``
+            files load): the fixed-offset softmax it enabled was retired because trained models'
+            features never meet its condition (``rnl_keras.layers.attention``, the measurements).
     """
 
     def __init__(self, similarity="gaussian", aggregation="conv", kernel_size=(3, 7, 7),
                  reduction=2, query_chunk_size=None, key_subsample=False, bn_epsilon=1e-5,
-                 bn_momentum=0.9, kernel_initializer=None, fixed_offsets=True,
+                 bn_momentum=0.9, kernel_initializer=None, fixed_offsets=None,
                  bias_initializer=None, **kwargs):
         super().__init__(**kwargs)
-        if similarity not in attention_ops.SIMILARITIES:
+        if similarity not in attention.SIMILARITIES:
             raise ValueError(f"RegionNonLocal: similarity must be one of "
-                             f"{attention_ops.SIMILARITIES}, got {similarity!r}")
+                             f"{attention.SIMILARITIES}, got {similarity!r}")
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"RegionNonLocal: aggregation must be one of {AGGREGATIONS}, "
                              f"got {aggregation!r}")
@@ -111,7 +116,10 @@ class RegionNonLocal(keras.layers.Layer):
         self.reduction = int(reduction)
         self.query_chunk_size = None if query_chunk_size is None else int(query_chunk_size)
         self.key_subsample = bool(key_subsample)
-        self.fixed_offsets = bool(fixed_offsets)
+        if fixed_offsets is not None:
+            warnings.warn("RegionNonLocal: fixed_offsets is deprecated and ignored (the "
+                          "fixed-offset softmax was retired; every Gaussian block runs the exact "
+                          "running-max softmax)", DeprecationWarning, stacklevel=2)
         self.bn_epsilon = float(bn_epsilon)
         self.bn_momentum = float(bn_momentum)
         self.kernel_initializer = optional_initializer(kernel_initializer)
@@ -166,16 +174,14 @@ class RegionNonLocal(keras.layers.Layer):
             keys, values = subsample_keys(p), subsample_keys(v)
         queries, keys, values = (flatten_positions(t) for t in (p, keys, values))
         if self.similarity == "cosine":
-            queries, keys = attention_ops.l2_normalize(queries), attention_ops.l2_normalize(keys)
+            queries, keys = attention.l2_normalize(queries), attention.l2_normalize(keys)
         return queries, keys, values
 
     def call(self, x, training=None):
         queries, keys, values = self.embeddings(x)
         # Without key sub-sampling the keys are the queries (S = P P^T): attend builds half of S.
-        y = attention_ops.attend(queries, keys, values, self.similarity, self.query_chunk_size,
-                                 symmetric=not self.key_subsample,
-                                 recompute_grad=bool(training) and self.query_chunk_size is not None,
-                                 fixed_offsets=self.fixed_offsets)
+        y = attention.attend(queries, keys, values, self.similarity, self.query_chunk_size,
+                             symmetric=not self.key_subsample, recompute_grad=bool(training))
         return project_and_add(y, self.w_z, self.bn, x, training)
 
     def attention_weights(self, x, query_positions):
@@ -186,7 +192,12 @@ class RegionNonLocal(keras.layers.Layer):
         (T, H, W) grid, or (T, H // 2, W // 2) with ``key_subsample``.
         """
         queries, keys, _ = self.embeddings(x)
-        return attention_ops.query_rows_weights(queries, keys, query_positions, self.similarity)
+        return attention.query_rows_weights(queries, keys, query_positions, self.similarity)
+
+    @property
+    def fixed_offsets(self):
+        """Always False: the deprecated fixed-offset softmax is never taken."""
+        return False
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -200,7 +211,6 @@ class RegionNonLocal(keras.layers.Layer):
             "reduction": self.reduction,
             "query_chunk_size": self.query_chunk_size,
             "key_subsample": self.key_subsample,
-            "fixed_offsets": self.fixed_offsets,
             "bn_epsilon": self.bn_epsilon,
             "bn_momentum": self.bn_momentum,
             "kernel_initializer": serialize_optional(self.kernel_initializer),

@@ -13,7 +13,7 @@ Two conventions, both per clip (one batch element of the model input):
   conv; max pooling has no multiply-adds), and the pooling products of SE / gate (N C each).
   Element-wise adds, activations, softmax exponentials and max pooling are not multiply-adds and
   are counted in neither. The true attention count is the nominal 2 N_q N_k C': the symmetric
-  Gaussian path of ``attention_ops`` executes ~3/4 of it (half of Q K^T), reported separately
+  Gaussian path of ``rnl_keras.layers.attention.kernels`` executes ~3/4 of it (half of Q K^T), reported separately
   as ``executed``.
 
 The walk follows the functional graph node by node; tensors carry a "rows per clip" factor

@@ -16,7 +16,7 @@ ATTENTIONS = ("none", "nl", "se", "gate", "rnl", "se+rnl")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 SCHEDULES = ("step", "cosine", "constant")
 MIXED_PRECISIONS = ("none", "bfloat16")
-# Copies of the layers' own tuples (attention_ops.SIMILARITIES, region_nonlocal.AGGREGATIONS), so
+# Copies of the layers' own tuples (attention.SIMILARITIES, region_nonlocal.AGGREGATIONS), so
 # that flags are checked without importing Keras; tests/training/test_flags.py pins them equal.
 RNL_SIMILARITIES = ("gaussian", "dot", "cosine")
 RNL_AGGREGATIONS = ("conv", "avg", "max")
@@ -77,7 +77,6 @@ class TrainConfig:
     rnl_aggregation: str = "conv"
     key_subsample: bool = False
     query_chunk_size: int = 0
-    rnl_fixed_offsets: bool = True
     rnl_kernel_sizes: tuple = ()          # ((stage, (kt, kh, kw)), ...); () = the paper's
     nl_subsample: bool = False
     se_reduction: int = 16
@@ -320,8 +319,7 @@ def model_kwargs(values: dict) -> dict:
     placement = tuple((stage, int(index)) for stage, index in values["placement"])
     kernels = {stage: tuple(size) for stage, size in values["rnl_kernel_sizes"]}
     rnl = {"similarity": values["rnl_similarity"], "aggregation": values["rnl_aggregation"],
-           "key_subsample": values["key_subsample"], "query_chunk_size": chunk,
-           "fixed_offsets": values["rnl_fixed_offsets"]}
+           "key_subsample": values["key_subsample"], "query_chunk_size": chunk}
     return {
         "shift": values["shift"], "fold_div": values["fold_div"],
         "resnet_variant": values["resnet_variant"],

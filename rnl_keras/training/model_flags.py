@@ -27,7 +27,7 @@ from rnl_keras.training.config import (RNL_AGGREGATIONS, RNL_SIMILARITIES, STAGE
 # Names of the flags defined here, in the order of the TrainConfig fields they fill.
 MODEL_FLAGS = ("shift", "fold_div", "resnet_variant", "stage_blocks", "base_width", "placement",
                "rnl_similarity", "rnl_aggregation", "rnl_kernel_sizes", "key_subsample",
-               "nl_subsample", "query_chunk_size", "rnl_fixed_offsets", "se_reduction",
+               "nl_subsample", "query_chunk_size", "se_reduction",
                "channel_gate", "gate_bn_momentum", "classifier_init")
 
 
@@ -64,13 +64,9 @@ def define_model_flags(flag_values=flags.FLAGS, resnet_variant="keras") -> None:
     flags.DEFINE_boolean("nl_subsample", False, "NL baseline (--attention=nl) only: 1x2x2 "
                          "max-pool phi and g, as in the NL paper's sub-sampled variant.", **fv)
     flags.DEFINE_integer("query_chunk_size", 0, "Bounded attention memory: RNL / NL attention "
-                         "in blocks of at most this many query rows, in training too (the "
-                         "backward recomputes each block instead of keeping it); same result. "
-                         "0: off.", **fv)
-    flags.DEFINE_boolean("rnl_fixed_offsets", True, "Gaussian RNL, float32: one exp per "
-                         "attention block where the clips' |p|^2 spread allows it (exact; checked "
-                         "per batch by a cond, an IF op in TFLite). false: always the running-max "
-                         "softmax.", **fv)
+                         "in blocks of at most this many query rows; same result. 0: the layers' "
+                         "default blocks (the Gaussian RNL still never holds the N x N matrix "
+                         "and recomputes its blocks in the backward).", **fv)
     flags.DEFINE_integer("se_reduction", 16, "Reduction r of the SE blocks (--attention=se, the "
                          "SE of se+rnl, and gate): W1 maps C -> C/r. Eq. (11) of the paper writes "
                          "C/2 (r=2); its Table III parameter counts are those of r=16 (default).",

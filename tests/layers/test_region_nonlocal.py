@@ -3,7 +3,7 @@ import keras
 import numpy as np
 import pytest
 
-from rnl_keras.layers import RegionNonLocal, attention_ops
+from rnl_keras.layers import RegionNonLocal
 from tests.layers import numpy_reference as ref
 from tests.layers.helpers import rnl_weights
 
@@ -31,19 +31,18 @@ def test_matches_numpy_equations(similarity, aggregation, rng):
     assert _relative_error(out, expected, x) < 1e-5
 
 
-@pytest.mark.parametrize("scale", [0.3, 3.0])
-@pytest.mark.parametrize("fixed_offsets", [True, False])
-def test_gaussian_paths_match_numpy(scale, fixed_offsets, rng):
-    """Small and wide spreads of |p|^2 (fixed-offset path and running-max fallback), both settings."""
+@pytest.mark.parametrize("scale", [0.3, 6.0])
+def test_gaussian_blocks_match_numpy(scale, rng):
+    """Small and trained-like spreads of h = |p|^2 / 2 within a clip (below 60 and beyond 300),
+    in blocks of 64 rows: the same numbers as the equations."""
     x = _clip(rng) * scale
-    layer = RegionNonLocal(kernel_size=(3, 5, 3), query_chunk_size=64,
-                           fixed_offsets=fixed_offsets)
+    layer = RegionNonLocal(kernel_size=(3, 5, 3), query_chunk_size=64)
     layer.build(x.shape)
     weights = rnl_weights(layer, rng)
     points = np.asarray(layer.embeddings(x)[0], np.float64)
     half_norms = 0.5 * (points ** 2).sum(-1)
     spread = (half_norms.max(1) - half_norms.min(1)).max()
-    assert (spread <= attention_ops.FIXED_OFFSET_MAX_SPREAD) == (scale < 1)
+    assert spread < 60 if scale < 1 else spread > 300, spread
     expected, _ = ref.rnl_block(x, weights, "gaussian", "conv", (3, 5, 3))
     out = np.asarray(layer(x, training=False))
     assert _relative_error(out, expected, x) < 1e-5
@@ -144,12 +143,30 @@ def test_rank_4_input_is_refused():
 
 def test_config_round_trip():
     layer = RegionNonLocal(similarity="cosine", aggregation="max", kernel_size=(1, 3, 3),
-                           query_chunk_size=32, key_subsample=True, fixed_offsets=False,
-                           name="blk")
-    clone = RegionNonLocal.from_config(layer.get_config())
+                           query_chunk_size=32, key_subsample=True, name="blk")
+    config = layer.get_config()
+    assert "fixed_offsets" not in config
+    clone = RegionNonLocal.from_config(config)
     for key in ("similarity", "aggregation", "kernel_size", "query_chunk_size", "key_subsample",
-                "fixed_offsets", "reduction", "name"):
+                "reduction", "name"):
         assert getattr(clone, key) == getattr(layer, key)
+
+
+@pytest.mark.parametrize("value", [True, False])
+def test_fixed_offsets_is_deprecated_but_accepted(value, rng):
+    """Configs written before the fixed-offset path was retired still load; the flag changes
+    neither the config written back nor the numbers."""
+    config = {**RegionNonLocal(kernel_size=3, name="old").get_config(), "fixed_offsets": value}
+    with pytest.warns(DeprecationWarning, match="fixed_offsets"):
+        old = RegionNonLocal.from_config(config)
+    assert old.fixed_offsets is False and "fixed_offsets" not in old.get_config()
+    x = _clip(rng)
+    new = RegionNonLocal(kernel_size=3)
+    new.build(x.shape)
+    rnl_weights(new, rng)
+    old.build(x.shape)
+    old.set_weights(new.get_weights())
+    np.testing.assert_array_equal(np.asarray(old(x)), np.asarray(new(x)))
 
 
 def _training_gradients(layer, x, r):
@@ -165,20 +182,30 @@ def _training_gradients(layer, x, r):
 
 @pytest.mark.parametrize("similarity", ["gaussian", "cosine"])
 @pytest.mark.parametrize("key_subsample", [False, True])
-def test_chunked_training_recomputes_the_same_gradients(similarity, key_subsample, rng):
-    """With query_chunk_size the backward recomputes the attention blocks (bounded memory): the
-    gradients of the input and of every weight equal plain autodiff of the unchunked block."""
+@pytest.mark.parametrize("chunk", [None, 50])
+def test_training_recomputes_the_autodiff_gradients(similarity, key_subsample, chunk, rng,
+                                                    monkeypatch):
+    """In training the blocked paths recompute the attention blocks in the backward (bounded
+    memory): the gradients of the input and of every weight equal plain autodiff of the block
+    with the reference attention (the whole weight matrix, ``attention.reference``)."""
+    from rnl_keras.layers import attention
+    from rnl_keras.layers.attention import reference
+
     x = _clip(rng)
     r = rng.normal(0, 1, x.shape).astype("float32")
+    blocked = RegionNonLocal(similarity=similarity, kernel_size=3, key_subsample=key_subsample,
+                             query_chunk_size=chunk)
+    blocked.build(x.shape)
+    rnl_weights(blocked, rng)
     full = RegionNonLocal(similarity=similarity, kernel_size=3, key_subsample=key_subsample)
     full.build(x.shape)
-    rnl_weights(full, rng)
-    chunked = RegionNonLocal(similarity=similarity, kernel_size=3, key_subsample=key_subsample,
-                             query_chunk_size=50)
-    chunked.build(x.shape)
-    chunked.set_weights(full.get_weights())
-    expected = _training_gradients(full, x, r)
-    got = _training_gradients(chunked, x, r)
+    full.set_weights(blocked.get_weights())
+    got = _training_gradients(blocked, x, r)
+    with monkeypatch.context() as patch:
+        patch.setattr(attention, "attend",
+                      lambda q, k, v, similarity, *args, **kwargs: reference.attend(q, k, v,
+                                                                                    similarity))
+        expected = _training_gradients(full, x, r)
     # W_z's bias before a training-mode BN has a gradient of exactly 0 (BN removes the mean):
     # both sides must be float32 noise there; everything else must agree.
     scale = max(np.abs(a).max() for a in expected)
@@ -187,3 +214,19 @@ def test_chunked_training_recomputes_the_same_gradients(similarity, key_subsampl
             assert max(np.abs(a).max(), np.abs(b).max()) <= 1e-3 * scale
         else:
             assert np.abs(a - b).max() <= 1e-4 * np.abs(a).max(), name
+
+
+@pytest.mark.parametrize("training, expected", [(True, "symmetric_recompute"),
+                                                (False, "symmetric")])
+def test_unchunked_training_takes_the_recomputing_backward(training, expected, rng, monkeypatch):
+    """query_chunk_size=None still blocks the symmetric path; in training it recomputes too."""
+    from rnl_keras.layers.attention import dispatch
+
+    chosen = []
+    original = dispatch.choose_path
+    monkeypatch.setattr(dispatch, "choose_path",
+                        lambda *args, **kwargs: chosen.append(original(*args, **kwargs))
+                        or chosen[-1])
+    layer = RegionNonLocal(kernel_size=3)
+    layer(_clip(rng), training=training)
+    assert [path.kernel for path in chosen] == [expected]

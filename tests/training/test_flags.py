@@ -133,7 +133,7 @@ def test_block_flags_reach_the_model(attention):
     from rnl_keras.layers import NonLocal, RegionNonLocal
 
     common = [f"--attention={attention}", "--placement=res3:0", "--rnl_similarity=cosine",
-              "--rnl_aggregation=max", "--query_chunk_size=96", "--nornl_fixed_offsets"]
+              "--rnl_aggregation=max", "--query_chunk_size=96"]
     for sub_flags, rnl_sub, nl_sub in ((["--key_subsample"], True, False),
                                        (["--nl_subsample"], False, True)):
         _, model = _small_model(common + sub_flags)
@@ -143,7 +143,7 @@ def test_block_flags_reach_the_model(attention):
         assert block.query_chunk_size == 96
         if attention == "rnl":
             assert (block.similarity, block.aggregation) == ("cosine", "max")
-            assert block.key_subsample is rnl_sub and block.fixed_offsets is False
+            assert block.key_subsample is rnl_sub
         else:
             assert block.subsample is nl_sub
 
@@ -210,7 +210,7 @@ def test_release_groups_need_sgd():
 
 def test_block_choices_are_the_layers_own():
     """The trainer's (Keras-free) copies of the RNL choices are exactly the layers' tuples."""
-    from rnl_keras.layers.attention_ops import SIMILARITIES
+    from rnl_keras.layers.attention import SIMILARITIES
     from rnl_keras.layers.region_nonlocal import AGGREGATIONS
     from rnl_keras.models.tsm_resnet import ATTENTIONS as MODEL_ATTENTIONS
     from rnl_keras.training import config

@@ -1,10 +1,10 @@
 """Memory-bounded training of the blocked attention paths: the backward recomputes the scores.
 
-The forward of ``attention_ops.attend`` builds the weights w_ij of the Gaussian (softmax,
+The forward kernels (``kernels``) build the weights w_ij of the Gaussian (softmax,
 paper eqs. (5), (9)) and cosine (ReLU(q_i . k_j) / N_k, eq. (7)) forms block by block, so it
 needs O(block * N_k + N d) memory. Plain autodiff would keep every exp / ReLU block for the
 backward pass: O(N_q * N_k) again in training (res3, N = 6272: ~160 MB per clip and copy).
-``attend(..., recompute_grad=True)`` wraps those paths in ``tf.custom_gradient`` instead
+``dispatch.attend(..., recompute_grad=True)`` wraps those paths in ``tf.custom_gradient`` instead
 (FlashAttention-style): the forward is the same computation, and it keeps only its inputs, its
 output y and, for the Gaussian form, the float32 log-sum-exp L_i = m_i + log(l_i) of every query
 row. The backward rebuilds each score block S_ab = Q_a K_b^T from Q and K and derives, for
@@ -30,19 +30,20 @@ uses it only there); N and the block size must be static.
 """
 import tensorflow as tf
 
-from rnl_keras.layers import attention_ops
-from rnl_keras.layers.attention_ops import _add, _split  # the forward's block helpers
+from rnl_keras.layers.attention import kernels
+from rnl_keras.layers.attention.blocks import (accumulate, block_starts, concat_rows, logits,
+                                               split_rows)
 from rnl_keras.layers.graph_order import after
 
 
-def symmetric_attend(points, value, similarity, block, fixed_offsets=True):
-    """y = w(P, P) V of the symmetric blocked path, with the recomputing backward (dP, dV)."""
+def symmetric_attend(points, value, similarity, block):
+    """y = w(P, P) V of ``kernels.symmetric_forward``, with the recomputing backward (dP, dV)."""
 
     @tf.custom_gradient
     def symmetric_attention(p, v):
         # stop_gradient: the tape records none of the forward's blocks (eager mode keeps nothing).
-        y, lse = attention_ops._symmetric_forward(tf.stop_gradient(p), tf.stop_gradient(v),
-                                                  similarity, block, fixed_offsets)
+        y, lse = kernels.symmetric_forward(tf.stop_gradient(p), tf.stop_gradient(v), similarity,
+                                           block)
 
         def grad(dy):
             return _symmetric_backward(p, v, y, lse, dy, similarity, block)
@@ -53,11 +54,11 @@ def symmetric_attend(points, value, similarity, block, fixed_offsets=True):
 
 
 def chunked_attend(query, key, value, similarity, chunk):
-    """y = w(Q, K) V computed ``chunk`` query rows at a time, with the recomputing backward."""
+    """y = w(Q, K) V of ``kernels.chunked_forward``, with the recomputing backward (dQ, dK, dV)."""
 
     @tf.custom_gradient
     def chunked_attention(q, k, v):
-        y, lse = attention_ops._chunked_attend(
+        y, lse = kernels.chunked_forward(
             tf.stop_gradient(q), tf.stop_gradient(k), tf.stop_gradient(v), similarity, chunk,
             with_stats=True)
 
@@ -72,46 +73,46 @@ def chunked_attend(query, key, value, similarity, chunk):
 def _symmetric_backward(points, value, y, lse, dy, similarity, block):
     """(dP, dV) of the symmetric path, one upper-triangle block S_ab at a time."""
     n = points.shape[1]
-    starts = list(range(0, n, block))
+    starts = block_starts(n, block)
     count = len(starts)
-    p, v, g = (_split(t, starts, block) for t in (points, value, dy))
+    p, v, g = (split_rows(t, starts, block) for t in (points, value, dy))
     stat, delta = _row_stats(lse, y, dy, similarity)
-    stat, delta = _split(stat, starts, block), _split(delta, starts, block)
+    stat, delta = split_rows(stat, starts, block), split_rows(delta, starts, block)
     dp, dv = [None] * count, [None] * count
     last = None
     for a in range(count):
         for b in range(a, count):
             p_a, p_b, v_a, v_b, g_a, g_b = _gate([p[a], p[b], v[a], v[b], g[a], g[b]], last)
-            scores = attention_ops._logits(p_a, p_b)                          # S_ab, float32
+            scores = logits(p_a, p_b)                          # S_ab, float32
             w, ds = _block_grads(scores, stat[a], delta[a], g_a, v_b, similarity, n, False)
-            dv[b] = _add(dv[b], _mm(w, g_a, transpose_a=True))
+            dv[b] = accumulate(dv[b], _mm(w, g_a, transpose_a=True))
             if b != a:                                                   # pair (b, a): S_ab^T
                 w_t, ds_t = _block_grads(scores, _t(stat[b]), _t(delta[b]), g_b, v_a,
                                          similarity, n, True)
-                dv[a] = _add(dv[a], _mm(w_t, g_b))
+                dv[a] = accumulate(dv[a], _mm(w_t, g_b))
                 ds = ds + ds_t                                           # G = dS_ab + dS_ba^T
-            dp[a] = _add(dp[a], _mm(ds, p_b))
-            dp[b] = _add(dp[b], _mm(ds, p_a, transpose_a=True))
+            dp[a] = accumulate(dp[a], _mm(ds, p_b))
+            dp[b] = accumulate(dp[b], _mm(ds, p_a, transpose_a=True))
             last = _done(dp[a], dp[b], dv[a], dv[b])
     return _concat(dp, points.dtype), _concat(dv, value.dtype)
 
 
 def _chunked_backward(query, key, value, y, lse, dy, similarity, chunk):
     """(dQ, dK, dV) of the row-chunked path, one (chunk, N_k) score block at a time."""
-    starts = list(range(0, query.shape[1], chunk))
-    q, g = _split(query, starts, chunk), _split(dy, starts, chunk)
+    starts = block_starts(query.shape[1], chunk)
+    q, g = split_rows(query, starts, chunk), split_rows(dy, starts, chunk)
     stat, delta = _row_stats(lse, y, dy, similarity)
-    stat, delta = _split(stat, starts, chunk), _split(delta, starts, chunk)
+    stat, delta = split_rows(stat, starts, chunk), split_rows(delta, starts, chunk)
     dq, dk, dv = [], None, None
     last = None
     for a in range(len(starts)):
         q_a, g_a = _gate([q[a], g[a]], last)
-        scores = attention_ops._logits(q_a, key)                              # (B, c, N_k)
+        scores = logits(q_a, key)                              # (B, c, N_k)
         w, ds = _block_grads(scores, stat[a], delta[a], g_a, value, similarity, key.shape[1],
                              False)
-        dv = _add(dv, _mm(w, g_a, transpose_a=True))
+        dv = accumulate(dv, _mm(w, g_a, transpose_a=True))
         dq.append(_mm(ds, key))
-        dk = _add(dk, _mm(ds, q_a, transpose_a=True))
+        dk = accumulate(dk, _mm(ds, q_a, transpose_a=True))
         last = _done(dq[-1], dk, dv)
     return (_concat(dq, query.dtype), tf.cast(dk, key.dtype), tf.cast(dv, value.dtype))
 
@@ -165,4 +166,4 @@ def _done(*tensors):
 
 
 def _concat(blocks, dtype):
-    return tf.cast(attention_ops._concat(blocks), dtype)
+    return tf.cast(concat_rows(blocks), dtype)

@@ -66,6 +66,12 @@ flags.DEFINE_string("predictions", None, "Optional .npz of the per-view logits, 
                     "video_index (to re-score or ensemble later).")
 flags.DEFINE_string("labels", None, "Class names file (default: the Kinetics-400 names when K is "
                     "400, else class indices).")
+flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher "
+                    "(pipelines/data_service.py): its workers decode and transform the TFRecord "
+                    "shards (--data_source=tfrecord); videos arrive in no fixed order (scores are "
+                    "averaged by video index).")
+flags.DEFINE_float("data_service_timeout_s", 300.0, "--data_service: stop when no batch arrives "
+                   "for this long (e.g. a worker holding part of the pass was lost).")
 flags.DEFINE_enum("on_bad_sample", "skip", ["skip", "raise"], "Undecodable videos: skip (logged "
                   "and counted in the report) or raise.")
 flags.mark_flags_as_required(["model", "list_file"])
@@ -121,6 +127,40 @@ def resolve_model_and_settings(model):
     return model, settings
 
 
+def _service_dataset(cfg):
+    """The eval batches read from --data_service, each one bounded by --data_service_timeout_s
+    (the process then ends with exit 1 naming the dispatcher)."""
+    from rnl_keras.data.service import DataServiceError, service_eval_dataset
+    from rnl_keras.data.service_address import DataServiceAddressError
+    from rnl_keras.training.failures import Deadline
+    if not FLAGS.data_service_timeout_s > 0:
+        raise app.UsageError("--data_service_timeout_s: must be > 0")
+    try:
+        ds = service_eval_dataset(cfg, FLAGS.batch_size, FLAGS.data_service, None,
+                                  min(30.0, FLAGS.data_service_timeout_s))
+    except (DataServiceError, DataServiceAddressError) as e:
+        raise app.UsageError(str(e)) from None
+    deadline = Deadline(prog="evaluate.py")
+
+    def bounded():
+        iterator, n = iter(ds), 0
+        while True:
+            n += 1
+            deadline.arm(FLAGS.data_service_timeout_s, (
+                f"while reading batch {n}: no batch from the tf.data service {FLAGS.data_service} "
+                f"within --data_service_timeout_s={FLAGS.data_service_timeout_s:g} (a worker "
+                "holding part of the pass was probably lost: the dispatcher's log names it, "
+                "'Lost worker HOST:PORT')"))
+            try:
+                batch = next(iterator)
+            except StopIteration:
+                return
+            finally:
+                deadline.disarm()
+            yield batch
+    return bounded()
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -159,7 +199,8 @@ def main(argv):
         validate_list_file(cfg)
     except (ValueError, ListFileError) as e:
         raise app.UsageError(str(e)) from None
-    dataset = make_eval_dataset(cfg, FLAGS.batch_size)
+    dataset = (_service_dataset(cfg) if FLAGS.data_service
+               else make_eval_dataset(cfg, FLAGS.batch_size))
     logging.info("evaluate: %s on %s (protocol %s: T=%d, S=%d, resize %d, %d clip(s) x %d crop(s), "
                  "%s averaging)", FLAGS.model, FLAGS.list_file, FLAGS.protocol, num_frames,
                  image_size, resize_shorter, cfg.num_test_clips, cfg.test_crops,

@@ -119,6 +119,8 @@ class TrainConfig:
     seed: int = 0
     progress: bool = True
     peer_timeout_s: float = 600.0
+    data_service: str = ""                # grpc://HOST:PORT of a tf.data service dispatcher
+    data_service_timeout_s: float = 300.0
 
     def block_kwargs(self) -> dict:
         """``rnl_kwargs`` / ``nl_kwargs`` of ``tsm_resnet50`` for these settings."""
@@ -175,6 +177,7 @@ class TrainConfig:
                      "momentum"):
             positive(name, strict=False)
         positive("peer_timeout_s")
+        self._check_data_service()
         if self.steps_per_epoch is not None:
             positive("steps_per_epoch")
         if not 0.0 <= self.dropout < 1.0:
@@ -198,6 +201,26 @@ class TrainConfig:
             self.frame_template.format(1)
         except (IndexError, KeyError, ValueError) as err:
             raise ConfigError("frame_template", f"cannot format a frame number ({err})") from None
+
+    def _check_data_service(self) -> None:
+        """``--data_service``: a ``grpc://HOST:PORT`` address, TFRecord shards only (the
+        service cannot run the Python video decoders on its workers: rnl_keras.data.service)."""
+        if not self.data_service:
+            return
+        from rnl_keras.data.service_address import (DataServiceAddressError,
+                                                    parse_service_address)
+        try:
+            parse_service_address(self.data_service)
+        except DataServiceAddressError as err:
+            raise ConfigError("data_service", str(err).split(": ", 1)[-1]) from None
+        if self.data_source != "tfrecord":
+            raise ConfigError("data_service", "needs --data_source=tfrecord (shards written by "
+                              "pipelines/prepare_data.py): video / frame input is decoded by "
+                              "Python inside tf.py_function, which tf.data service workers "
+                              f"cannot run; got --data_source={self.data_source}")
+        if not self.data_service_timeout_s > 0:
+            raise ConfigError("data_service_timeout_s",
+                              f"must be > 0, got {self.data_service_timeout_s!r}")
 
     def _check_weights(self) -> None:
         """The start: recipes of the paper / release need ImageNet weights or an explicit none."""

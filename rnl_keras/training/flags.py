@@ -131,6 +131,12 @@ flags.DEFINE_integer("seed", 0, "Seed of initialisation, shuffling and augmentat
 flags.DEFINE_boolean("progress", True, "Show a Keras progress bar per epoch (chief only).")
 flags.DEFINE_float("peer_timeout_s", 600.0, "Multi-worker: a worker that waits this long for "
                    "its peers (starting the cluster, a step, a save) stops naming them.")
+flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher "
+                    "(pipelines/data_service.py): TFRecord shards are decoded, sampled and "
+                    "augmented on its workers, the trainer only batches (--data_source=tfrecord).")
+flags.DEFINE_float("data_service_timeout_s", 300.0, "--data_service: stop (naming the "
+                   "dispatcher and the step) when no batch arrives for this long, e.g. after a "
+                   "worker holding part of the pass was lost.")
 
 
 def _require(cond, flag, why):
@@ -169,7 +175,8 @@ def config_from_flags(flag_values=FLAGS, check_files: bool = True) -> TrainConfi
         checkpoint_every_steps=f.checkpoint_every_steps, keep_checkpoints=f.keep_checkpoints,
         log_every_steps=f.log_every_steps, val_every_epochs=f.val_every_epochs,
         val_batch_size=f.val_batch_size, val_max_videos=f.val_max_videos, seed=f.seed,
-        progress=f.progress, peer_timeout_s=f.peer_timeout_s)
+        progress=f.progress, peer_timeout_s=f.peer_timeout_s, data_service=f.data_service,
+        data_service_timeout_s=f.data_service_timeout_s)
     try:
         cfg.check()
         if check_files:

@@ -141,6 +141,10 @@ class Trainer:
         self.guard = RunGuard(stop, cfg.peer_timeout_s, strat.peer_addresses()
                               if cfg.strategy == "multi_worker" and strategy is None else ())
         self.num_train = num_train if num_train is not None else check_data(cfg)
+        self._service_deadline = self._service_run = None
+        if cfg.data_service:   # nothing listening: a prompt, clear error before any work
+            from rnl_keras.data.service_address import check_service_address
+            check_service_address(cfg.data_service, self._service_probe_s())
         # Multi-worker: starting the cluster waits for every peer (bounded by make_strategy),
         # so does building the model (initial values are broadcast): --peer_timeout_s.
         self.guard.begin("starting the cluster")
@@ -315,14 +319,70 @@ class Trainer:
         return end_of_pass
 
     # ------------------------------------------------------------------------------- data
+    def _service_probe_s(self) -> float:
+        return min(30.0, self.cfg.data_service_timeout_s)
+
+    def _start_service_run(self) -> None:
+        """--data_service: name this run's jobs. Every worker of a multi-worker run must join
+        the same job of a pass (each then reads its share), and a restarted run must not join
+        the half-read job of the run before it: the name is a random number summed over the
+        workers (identical on all of them, new every run)."""
+        if not self.cfg.data_service:
+            return
+        from rnl_keras.training.failures import Deadline
+        self._service_deadline = self._service_deadline or Deadline()
+        run_id = float(np.random.default_rng().integers(1, 2**31))
+        if strat.num_workers(self.strategy) > 1:
+            with self.guard.phase("agreeing on the tf.data service job name", collective=True):
+                run_id = float(self._sum_over_workers(np.array([run_id]))[0])
+        self._service_run = f"{int(run_id):x}"
+
+    def _from_service(self, iterable, what):
+        """Iterate ``iterable``; with --data_service each element is bounded by
+        --data_service_timeout_s (the process then ends naming the dispatcher and ``what``)."""
+        iterator = iter(iterable)
+        while True:
+            try:
+                yield self._next_batch(iterator, what)
+            except StopIteration:
+                return
+
+    def _next_batch(self, iterator, what):
+        """``next(iterator)``; with --data_service bounded by --data_service_timeout_s.
+        ``what``: the phase (a string, or a function returning it) the message names."""
+        cfg = self.cfg
+        if self._service_deadline is None:
+            return next(iterator)
+        self._service_deadline.arm(cfg.data_service_timeout_s, (
+            f"while {what() if callable(what) else what}: no batch from the tf.data service "
+            f"{cfg.data_service} within --data_service_timeout_s={cfg.data_service_timeout_s:g}. "
+            "A worker holding part of this pass was probably lost: the dispatcher's log names "
+            "it ('Lost worker HOST:PORT'); the clips it held are not delivered. Restart the "
+            "worker (or check that workers are registered) and rerun: training resumes from the "
+            "last checkpoint"))
+        try:
+            return next(iterator)
+        finally:
+            self._service_deadline.disarm()
+
     def _train_dataset(self, epoch: int, skip_steps: int):
         cfg, strategy = self.cfg, self.strategy
         seed = epoch_seed(cfg.seed, epoch)
         remaining = self.steps_per_epoch - skip_steps
 
         def dataset_fn(ctx: tf.distribute.InputContext):
+            skip = skip_steps
             if self._train_dataset_fn is not None:
                 ds = self._train_dataset_fn(ctx, seed, self.per_replica_batch)
+            elif cfg.data_service:
+                # The service's order is not reproducible: a resumed epoch trains its remaining
+                # steps on a fresh pass (rnl_keras.data.service), nothing to skip.
+                from rnl_keras.data.service import service_train_dataset
+                ds = service_train_dataset(
+                    data_config(cfg, "train", seed), ctx.get_per_replica_batch_size(
+                        cfg.batch_size), cfg.data_service, f"rnl-train-{self._service_run}-e{epoch}",
+                    self._service_probe_s())
+                skip = 0
             else:
                 from rnl_keras.data import make_train_dataset
                 ds = make_train_dataset(data_config(cfg, "train", seed), cfg.batch_size,
@@ -331,7 +391,7 @@ class Trainer:
             # is one pass (at most steps_per_epoch steps), then end-of-pass marker batches.
             from rnl_keras.data import pad_end_of_pass
             per_step = max(ctx.num_replicas_in_sync // ctx.num_input_pipelines, 1)
-            return pad_end_of_pass(ds.skip(skip_steps * per_step).take(remaining * per_step))
+            return pad_end_of_pass(ds.skip(skip * per_step).take(remaining * per_step))
 
         options = tf.distribute.InputOptions(experimental_fetch_to_device=True)
         return strategy.distribute_datasets_from_function(dataset_fn, options)
@@ -346,6 +406,12 @@ class Trainer:
         batch = cfg.val_batch_size or self.per_replica_batch
         if self._val_dataset_fn is not None:
             ds = self._val_dataset_fn(ctx, batch)
+        elif cfg.data_service:   # every trainer joins the pass's job and reads its share
+            from rnl_keras.data.service import service_eval_dataset
+            self._val_passes = getattr(self, "_val_passes", 0) + 1
+            ds = service_eval_dataset(data_config(cfg, "val"), batch, cfg.data_service,
+                                      f"rnl-val-{self._service_run}-{self._val_passes}",
+                                      self._service_probe_s())
         else:
             from rnl_keras.data import make_eval_dataset
             ds = make_eval_dataset(data_config(cfg, "val"), batch * workers, input_context=ctx)
@@ -358,7 +424,7 @@ class Trainer:
         """Single-view top-1 / top-5 / loss over the validation split (sharded over workers)."""
         sums = np.zeros(4, np.float64)   # correct1, correct5, loss_sum, count
         k5 = min(5, self.cfg.num_classes)
-        for batch in self._val_dataset():
+        for batch in self._from_service(self._val_dataset(), lambda: self.guard.where):
             self._stop_if_requested(local=True)
             clips, labels = batch["clip"], tf.cast(batch["label"], tf.int32)
             logits = tf.cast(self._eval_step(clips), tf.float32)
@@ -455,12 +521,14 @@ class Trainer:
     def run(self) -> dict:
         cfg, c = self.cfg, self.counters
         from rnl_keras.data import BadSampleLog, report_bad_samples
+        from rnl_keras.data.delivery import DeliveryLog
         run_start = time.time()
         # Leftovers of a killed run: .tmp_* files in model_dir, dead workers' temp directories.
         mdir.clean_stale(cfg.model_dir if self.chief else None)
         self.guard.begin("restoring the checkpoint", collective=True)
         resumed = self._restore()
         self.guard.end()
+        self._start_service_run()
         # Records of the epochs the checkpoint completed (1-based "epoch" <= epochs done).
         history = [h for h in self._load_history()
                    if h.get("epoch", 0) <= int(c.epoch.numpy())] if resumed else []
@@ -493,6 +561,7 @@ class Trainer:
                 "loss", "top1", "lr", "clips/s"], verbose=1 if (self.chief and cfg.progress) else 0)
             if start_step:
                 bar.update(start_step)
+            DeliveryLog.reset()
             iterator = iter(self._train_dataset(epoch, start_step))
             ce_total, correct_total, seen = 0.0, 0.0, 0
             t_epoch = time.time()
@@ -501,7 +570,7 @@ class Trainer:
                 t0 = time.time()
                 self.guard.begin(f"epoch {epoch + 1} step {step + 1} (global step "
                                  f"{int(self.optimizer.iterations.numpy()) + 1})", collective=True)
-                clips, labels = next(iterator)
+                clips, labels = self._next_batch(iterator, lambda: self.guard.where)
                 if bool(self._end_of_pass(labels)):   # bad samples made the pass shorter
                     bar.update(step, finalize=True)
                     self._print(f"Epoch {epoch + 1}: the pass over the training list ended "
@@ -540,6 +609,7 @@ class Trainer:
                     self._save_checkpoint()
                 self._stop_if_requested(float(stops))
             self.guard.end()
+            service_clips = (DeliveryLog.total(), len(DeliveryLog.counts()))
             epoch_time = time.time() - t_epoch
             record = {"epoch": epoch + 1, "global_step": int(self.optimizer.iterations.numpy()),
                       "epoch_seconds": round(epoch_time, 2)}
@@ -566,6 +636,11 @@ class Trainer:
                             f"{int(c.best_epoch.numpy())})")
             bad = BadSampleLog.count() - bad_before
             record["bad_samples"] = bad
+            if cfg.data_service:   # counted in the train step's pipeline, before validation
+                record["service_clips"], record["service_distinct_clips"] = service_clips
+                self._print(f"Epoch {epoch + 1}: the tf.data service delivered "
+                            f"{service_clips[0]} clip(s) to this trainer, {service_clips[1]} "
+                            "distinct (bad samples it found: counted below)")
             self._print(f"Epoch {epoch + 1}: {bad} bad sample(s) skipped this epoch, "
                         f"{BadSampleLog.count()} in total")
             if bad:

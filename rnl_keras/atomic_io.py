@@ -43,3 +43,14 @@ def write_json_atomic(path, payload, **dump_kwargs):
             os.fsync(f.fileno())
 
     write_atomic(path, save)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs (so its temporaries must be left alone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # it runs, as another user
+        return True
+    return True

@@ -29,3 +29,14 @@ def test_a_failing_save_keeps_the_old_file(tmp_path):
         write_atomic(path, broken)
     assert path.read_text() == "old"
     assert sorted(os.listdir(tmp_path)) == ["model.keras"]
+
+
+def test_pid_alive_tells_running_from_finished_processes():
+    import subprocess
+    import sys
+
+    from rnl_keras.atomic_io import pid_alive
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    assert pid_alive(os.getpid())
+    assert not pid_alive(child.pid)   # reaped: the pid is free (not reused this fast)

@@ -24,6 +24,8 @@ import time
 import numpy as np
 import tensorflow as tf
 
+from rnl_keras.atomic_io import pid_alive
+
 CONTEXT_FEATURES = {
     "label": tf.io.FixedLenFeature([], tf.int64),
     "num_frames": tf.io.FixedLenFeature([], tf.int64),
@@ -168,7 +170,7 @@ def remove_stale_temporaries(output_dir: str, prefix: str) -> list[str]:
     removed = []
     for tmp in glob.glob(os.path.join(glob.escape(output_dir), glob.escape(prefix) + "-*.tmp-*")):
         pid = tmp.rsplit(".tmp-", 1)[1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue
         try:
             os.remove(tmp)
@@ -176,16 +178,6 @@ def remove_stale_temporaries(output_dir: str, prefix: str) -> list[str]:
         except FileNotFoundError:
             pass
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:

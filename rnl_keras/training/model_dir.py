@@ -14,6 +14,7 @@ import re
 import shutil
 import tempfile
 
+from rnl_keras.atomic_io import pid_alive
 from rnl_keras.training.config import ConfigError
 
 # Sub-directories train.py creates in model_dir (each must be a directory when it exists).
@@ -75,16 +76,6 @@ def clean_stale(model_dir: str | None) -> list[str]:
     return removed
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def clean_stale_worker_dirs(base: str | None = None) -> list[str]:
     """Remove ``rnl_keras_<pid>_<task>_<id>`` directories of processes that no longer run (and
     belong to this user) from the temp directory; returns the removed paths."""
@@ -97,7 +88,7 @@ def clean_stale_worker_dirs(base: str | None = None) -> list[str]:
     for name in names:
         match = _WORKER_DIR.match(name)
         path = os.path.join(base, name)
-        if not match or int(match[1]) == os.getpid() or _alive(int(match[1])):
+        if not match or int(match[1]) == os.getpid() or pid_alive(int(match[1])):
             continue
         try:
             if os.lstat(path).st_uid != os.getuid() or not os.path.isdir(path):

@@ -9,41 +9,17 @@ Written from torchvision.models.resnet (eval mode), using no rnl_keras code:
     adaptive average pool -> fc
 
 Frames are NCHW float64; BatchNorm is ``(x - running_mean) / sqrt(running_var + 1e-5) * weight +
-bias``; convolutions are im2col matrix products. ``calibrate=True`` first sets every BN's running
-statistics from the batch it sees (times a random factor), so random weights give activations of
-order 1 and non-trivial ImageNet-like logits.
+bias``; convolutions (im2col matrix products) and the 3x3/2 max-pool are the float64 helpers of
+tests/checkpoints/torch_reference.py, the suite's other PyTorch-semantics oracle.
+``calibrate=True`` first sets every BN's running statistics from the batch it sees (times a random
+factor), so random weights give activations of order 1 and non-trivial ImageNet-like logits.
 """
 import numpy as np
 
+from tests.checkpoints.torch_reference import conv2d, max_pool_3x3_s2 as max_pool
+
 EPS = 1e-5
 RESNET50_BLOCKS = (3, 4, 6, 3)
-
-
-def conv2d(x, w, stride=1, pad=0):
-    """x (N, I, H, W), w (O, I, kh, kw) -> (N, O, H', W'): zero-padded cross-correlation."""
-    n, i, h, wd = x.shape
-    o, _, kh, kw = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad))).transpose(0, 2, 3, 1)
-    ho, wo = (h + 2 * pad - kh) // stride + 1, (wd + 2 * pad - kw) // stride + 1
-    cols = np.empty((n, ho, wo, kh, kw, i))
-    for dh in range(kh):
-        for dw in range(kw):
-            cols[:, :, :, dh, dw] = xp[:, dh:dh + stride * (ho - 1) + 1:stride,
-                                       dw:dw + stride * (wo - 1) + 1:stride]
-    out = cols.reshape(-1, kh * kw * i) @ w.transpose(2, 3, 1, 0).reshape(kh * kw * i, o)
-    return out.reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
-
-
-def max_pool(x):
-    """3x3, stride 2, padding 1 (padded with -inf)."""
-    n, c, h, w = x.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)), constant_values=-np.inf)
-    ho, wo = (h - 1) // 2 + 1, (w - 1) // 2 + 1
-    out = np.full((n, c, ho, wo), -np.inf)
-    for dh in range(3):
-        for dw in range(3):
-            out = np.maximum(out, xp[:, :, dh:dh + 2 * (ho - 1) + 1:2, dw:dw + 2 * (wo - 1) + 1:2])
-    return out
 
 
 class Net:

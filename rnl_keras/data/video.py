@@ -8,8 +8,11 @@ files have non-UTF-8 metadata). Every failure raises :class:`BadSampleError` nam
 A header can overstate the frame count slightly (one HMDB51 clip says 84, decodes 83). When requested
 frames lie past the last decodable frame, the true count is cached and the request is rescaled onto the
 decodable frames (noted in :class:`BadSampleLog`); later probes return the true count. A file that
-decodes far fewer frames than its header states (more than ``MAX_MISSING_FRAMES`` and
-``MAX_MISSING_FRACTION`` of them: a truncated download or copy) is a bad sample named by its path.
+decodes far fewer frames than both its header's count and its stream duration state (more than
+``MAX_MISSING_FRAMES`` and ``MAX_MISSING_FRACTION`` of them: a truncated download or copy) is a bad
+sample named by its path. The duration matters: an mp4 cut with ``ffmpeg -ss S -c copy`` keeps the
+packets from the keyframe before S and an edit list that hides them, so its header counts (say) 221
+frames of which the 4 s it lasts present 122: a valid clip, used with its 122 frames.
 """
 from __future__ import annotations
 
@@ -36,14 +39,40 @@ _truncated: dict[str, str] = {}       # path -> reason, so a truncated file is d
 _lock = threading.Lock()
 
 
-def truncation(header_n: int, decoded_n: int) -> str | None:
+def truncation(header_n: int, decoded_n: int, duration_n: int = 0) -> str | None:
     """Why a video whose header says ``header_n`` frames but decodes ``decoded_n`` is truncated
-    (None when the shortfall is within ``MAX_MISSING_FRAMES`` / ``MAX_MISSING_FRACTION``)."""
-    missing = header_n - decoded_n
-    if missing <= max(MAX_MISSING_FRAMES, MAX_MISSING_FRACTION * header_n):
+    (None when the shortfall is within ``MAX_MISSING_FRAMES`` / ``MAX_MISSING_FRACTION``).
+
+    ``duration_n``: the frames its stream duration holds (:func:`duration_frames`; 0: unknown).
+    The shortfall is measured against the smaller of the two counts: an edit list (stream-copy
+    trims) hides packets the header counts, and the duration says so."""
+    expected = min(header_n, duration_n) if duration_n > 0 else header_n
+    missing = expected - decoded_n
+    if missing <= max(MAX_MISSING_FRAMES, MAX_MISSING_FRACTION * expected):
         return None
-    return (f"truncated or corrupt file: the header says {header_n} frames but only {decoded_n} "
-            "decode")
+    return (f"truncated or corrupt file: the header says {header_n} frames"
+            + (f" ({duration_n} in its stated duration)" if duration_n > 0 else "")
+            + f" but only {decoded_n} decode")
+
+
+def duration_frames(container) -> int:
+    """Frames the first video stream's stated duration holds at its frame rate: for mp4 / mov
+    only, whose header states the presented duration (edit lists included); 0 otherwise (an AVI's
+    or a Matroska's duration is re-estimated from the data present, so it cannot tell a cut file)."""
+    stream = container.streams.video[0]
+    if "mp4" not in container.format.name.split(",") or not stream.duration \
+            or not stream.time_base:
+        return 0
+    return int(round(float(stream.duration * stream.time_base * _fps(stream))))
+
+
+def probe_duration_frames(path: str) -> int:
+    """:func:`duration_frames` of the file's first video stream."""
+    container = _open(path)
+    try:
+        return duration_frames(container)
+    finally:
+        container.close()
 
 
 def _open(path: str):
@@ -212,7 +241,7 @@ def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.
         if true_n <= 0:
             raise BadSampleError(path, "no decodable video frames (corrupt or truncated file)")
         header_n = probe_num_frames(path)
-        why = truncation(header_n, true_n)
+        why = truncation(header_n, true_n, probe_duration_frames(path))
         if why:
             with _lock:
                 _truncated[path] = why
@@ -222,7 +251,8 @@ def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.
             _true_counts[path] = true_n
         if known is None:
             BadSampleLog.note(path, f"header says {header_n} frames but only {true_n} decode "
-                              "(a header that overstates the count); using the decodable frames")
+                              "(an edit list or a header that overstates the count); using the "
+                              "decodable frames")
         scale = true_n / max(header_n, max(indices) + 1)
         remap = {i: min(int(i * scale), true_n - 1) for i in missing}
         need = sorted(set(remap.values()) - set(got))
@@ -266,7 +296,7 @@ def iter_video_frames(path: str, max_shorter: int | None = None, stride: int = 1
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        header_n, decoded = int(stream.frames or 0), 0
+        header_n, decoded, duration_n = int(stream.frames or 0), 0, duration_frames(container)
         try:
             for i, frame in enumerate(container.decode(stream)):
                 decoded = i + 1
@@ -274,11 +304,11 @@ def iter_video_frames(path: str, max_shorter: int | None = None, stride: int = 1
                     yield _to_rgb(frame, max_shorter)
         except (av.error.FFmpegError, ValueError, OSError) as e:
             BadSampleLog.note(path, f"decode stopped early: {type(e).__name__}: {e}")
-        why = truncation(header_n, decoded) if header_n > 0 else None
+        why = truncation(header_n, decoded, duration_n) if header_n > 0 else None
         if why:
             raise BadSampleError(path, why)
         if 0 < decoded < header_n:
             BadSampleLog.note(path, f"header says {header_n} frames but only {decoded} decode "
-                              "(a header that overstates the count); keeping them")
+                              "(an edit list or a header that overstates the count); keeping them")
     finally:
         container.close()

@@ -104,7 +104,8 @@ def test_truncated_video_is_a_bad_sample_named_by_path(tmp_path, synthetic):
     messages = BadSampleLog.messages()
     assert BadSampleLog.count() == 2, messages
     assert any(str(avi) in m and "header says 240 frames but only 121 decode" in m for m in messages)
-    assert any(str(mp4) in m and "header says 48 frames but only" in m for m in messages)
+    assert any(str(mp4) in m and "header says 48 frames (48 in its stated duration) but only" in m
+               for m in messages)
     # prepare_data skips (and names) them too instead of storing the truncated clips.
     from rnl_keras.data.prepare import prepare_shards
     lst = tmp_path / "p.txt"
@@ -113,6 +114,46 @@ def test_truncated_video_is_a_bad_sample_named_by_path(tmp_path, synthetic):
                          num_shards=1, resize_shorter=0, show_progress=False)
     assert res["num_examples"] == 1 and len(res["bad_samples"]) == 2
     assert str(avi) in res["bad_samples"][0] and str(mp4) in res["bad_samples"][1]
+
+
+def _stream_copy_trim(src, dst, start_s, duration_s):
+    """What ``ffmpeg -ss S -i src -t D -c copy dst`` writes: the packets from the keyframe before
+    S on, timestamps shifted so that S is 0 (the pre-roll gets negative ones, which the mp4 muxer
+    hides with an edit list). The header then counts the pre-roll frames too."""
+    import av
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format="mp4") as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        offset = int(start_s / ist.time_base)
+        end = int((start_s + duration_s) / ist.time_base)
+        inp.seek(offset, stream=ist, backward=True, any_frame=False)
+        for packet in inp.demux(ist):
+            if packet.dts is None:
+                continue
+            if packet.pts is not None and packet.pts >= end:
+                break
+            packet.pts -= offset
+            packet.dts -= offset
+            packet.stream = ost
+            out.mux(packet)
+
+
+def test_stream_copy_trim_with_an_edit_list_is_a_good_clip(tmp_path):
+    """A valid clip whose header counts far more frames than it presents (an edit list hides the
+    pre-roll of a stream-copy trim: here 218 counted, 119 presented in 3.97 s) is not truncated:
+    it is read from the frames it presents, every sampled frame a real one."""
+    import av
+    from rnl_keras.data.video import probe_num_frames, read_video_frames
+    clip = tmp_path / "trimmed.mp4"
+    _stream_copy_trim(DATA / "WUzgd7C1pWA.mp4", clip, 3.3, 4.0)
+    with av.open(str(clip)) as c:
+        header = c.streams.video[0].frames
+        presented = sum(1 for _ in c.decode(video=0))
+    assert header > 1.5 * presented                    # the case: far beyond the 5% tolerance
+    frames = read_video_frames(str(clip), np.linspace(0, probe_num_frames(str(clip)) - 1, 8))
+    assert frames.shape[0] == 8 and frames.std() > 1.0
+    labels, _ = _run_epoch(tmp_path, [f"{clip} 3"], sampling="tsn")
+    assert labels == [3] and BadSampleLog.count() == 0, BadSampleLog.messages()
 
 
 def test_non_utf8_metadata_and_short_video(tmp_path, synthetic):

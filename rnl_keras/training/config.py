@@ -122,11 +122,6 @@ class TrainConfig:
     data_service: str = ""                # grpc://HOST:PORT of a tf.data service dispatcher
     data_service_timeout_s: float = 300.0
 
-    def block_kwargs(self) -> dict:
-        """``rnl_kwargs`` / ``nl_kwargs`` of ``tsm_resnet50`` for these settings."""
-        kwargs = model_kwargs(dataclasses.asdict(self))
-        return {"rnl_kwargs": kwargs["rnl_kwargs"], "nl_kwargs": kwargs["nl_kwargs"]}
-
     def weights_arg(self):
         """``tsm_resnet50(weights=...)``: None for a random start, else the file or "imagenet"."""
         if not self.pretrained_weights or self.pretrained_weights.strip().lower() in (

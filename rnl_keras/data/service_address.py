@@ -5,8 +5,7 @@ word; probing the TCP port first turns "nothing listening" into a prompt, clear 
 """
 from __future__ import annotations
 
-import socket
-import time
+from rnl_keras.tcp_probe import wait_until_answering
 
 
 class DataServiceAddressError(ValueError):
@@ -37,18 +36,10 @@ def check_service_address(address: str, timeout_s: float = 10.0) -> None:
         that is just starting gets the chance to listen).
     """
     host, port = parse_service_address(address)
-    deadline = time.monotonic() + float(timeout_s)
-    last = None
-    while True:
-        left = deadline - time.monotonic()
-        try:
-            with socket.create_connection((host, port), timeout=max(0.1, min(left, 5.0))):
-                return
-        except OSError as err:
-            last = err
-        if time.monotonic() + 0.5 >= deadline:
-            break
-        time.sleep(0.5)
+    failed = wait_until_answering({"dispatcher": (host, port)}, timeout_s, interval_s=0.5)
+    if not failed:
+        return
+    last = failed["dispatcher"]
     raise DataServiceAddressError(
         f"--data_service={address}: no tf.data service dispatcher answers at {host}:{port} "
         f"within {timeout_s:g} s ({type(last).__name__}: {last}); start one with 'python "

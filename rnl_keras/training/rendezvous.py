@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
+
+from rnl_keras.tcp_probe import wait_until_answering
 
 
 class PeerTimeoutError(RuntimeError):
@@ -64,14 +65,6 @@ class _Listener:
         self.sock.close()
 
 
-def _answers(address: str) -> bool:
-    try:
-        with socket.create_connection(_split(address), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
 def wait_for_peers(own: str, peers: dict[str, str], timeout_s: float) -> None:
     """Wait until every peer address accepts a connection.
 
@@ -84,16 +77,12 @@ def wait_for_peers(own: str, peers: dict[str, str], timeout_s: float) -> None:
     """
     listener = _Listener(own)
     try:
-        missing = dict(peers)
-        deadline = time.monotonic() + timeout_s
-        while missing:
-            missing = {name: addr for name, addr in missing.items() if not _answers(addr)}
-            if missing and time.monotonic() >= deadline:
-                names = ", ".join(f"{name} at {addr}" for name, addr in missing.items())
-                raise PeerTimeoutError(
-                    f"no answer within {timeout_s:g} s (--peer_timeout_s) from {names} "
-                    f"(TF_CONFIG): is it running and reachable from this worker?")
-            if missing:
-                time.sleep(0.25)
+        missing = wait_until_answering({name: _split(addr) for name, addr in peers.items()},
+                                       timeout_s)
+        if missing:
+            names = ", ".join(f"{name} at {peers[name]}" for name in missing)
+            raise PeerTimeoutError(
+                f"no answer within {timeout_s:g} s (--peer_timeout_s) from {names} "
+                f"(TF_CONFIG): is it running and reachable from this worker?")
     finally:
         listener.close()

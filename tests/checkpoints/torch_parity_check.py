@@ -12,7 +12,6 @@ rnl_keras.checkpoints.load_torch_state_dict; this side converts and compares. Ex
 the relative error are printed on success.
 """
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -22,19 +21,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, ROOT)
 
 from rnl_keras.checkpoints import from_torch_state_dict  # noqa: E402
+from tests.checkpoints.torch_side_runner import load_arrays, run_torch_side  # noqa: E402
 
 
 def main(torch_python):
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run([torch_python, os.path.join(ROOT, "tests", "checkpoints",
-                                                            "torch_side.py"), out],
-                                cwd=ROOT, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"torch side failed:\n{result.stdout}{result.stderr}")
-        with np.load(os.path.join(out, "state_dict.npz")) as data:
-            state_dict = {k: data[k] for k in data.files}
-        with np.load(os.path.join(out, "clip_logits.npz")) as data:
-            clip, expected = data["clip"], data["logits"]
+        run_torch_side(torch_python, "torch_side.py", out)
+        state_dict = load_arrays(os.path.join(out, "state_dict.npz"))
+        arrays = load_arrays(os.path.join(out, "clip_logits.npz"))
+        clip, expected = arrays["clip"], arrays["logits"]
     model = from_torch_state_dict(state_dict, num_frames=clip.shape[1], image_size=clip.shape[2])
     logits = model(clip, training=False).numpy()
     error = np.max(np.abs(logits - expected)) / np.max(np.abs(expected))

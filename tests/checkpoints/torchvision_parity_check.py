@@ -15,7 +15,6 @@ no shift, no attention) and compares its logits on the pipeline's normalisation 
 frames. Prints the figures; exit status 0 when max |keras - torch| / max |torch| < 1e-4.
 """
 import os
-import subprocess
 import sys
 import tempfile
 
@@ -27,18 +26,13 @@ sys.path.insert(0, ROOT)
 from rnl_keras.imagenet import IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 from rnl_keras.checkpoints import load_torch_state_dict  # noqa: E402
 from rnl_keras.models import tsm_resnet50  # noqa: E402
+from tests.checkpoints.torch_side_runner import load_arrays, run_torch_side  # noqa: E402
 
 
 def main(torch_python):
     with tempfile.TemporaryDirectory() as out:
-        result = subprocess.run([torch_python, os.path.join(ROOT, "tests", "checkpoints",
-                                                            "torchvision_side.py"), out],
-                                cwd=ROOT, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"torch side failed:\n{result.stdout}{result.stderr}")
-        print(result.stdout.strip())
-        with np.load(os.path.join(out, "state_dict.npz")) as data:
-            truth = {k: data[k] for k in data.files}
+        print(run_torch_side(torch_python, "torchvision_side.py", out).strip())
+        truth = load_arrays(os.path.join(out, "state_dict.npz"))
         for name in ("resnet50.pth", "resnet50_legacy.pth"):
             read = load_torch_state_dict(os.path.join(out, name))
             same = (sorted(read) == sorted(truth)
@@ -47,8 +41,8 @@ def main(torch_python):
             print(f"safe reader on {name}: {len(read)} tensors, identical to torch's: {same}")
             if not same:
                 sys.exit(1)
-        with np.load(os.path.join(out, "frames_logits.npz")) as data:
-            frames, expected = data["frames"], data["logits"]
+        arrays = load_arrays(os.path.join(out, "frames_logits.npz"))
+        frames, expected = arrays["frames"], arrays["logits"]
         model = tsm_resnet50(1000, num_frames=1, image_size=224, attention="none", shift=False,
                              resnet_variant="torchvision",
                              weights=os.path.join(out, "resnet50.pth"))

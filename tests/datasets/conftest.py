@@ -13,11 +13,15 @@ REAL_CLIPS = [CARPHONE, SOCCER, HMDB, SEGWAY]
 
 
 @pytest.fixture(autouse=True)
-def _reset_bad_sample_log():
+def _reset_sample_logs():
+    """Every test starts and ends with empty process-wide logs (bad samples, delivered clips)."""
     from rnl_keras.data import BadSampleLog
-    BadSampleLog.reset()
+    from rnl_keras.data.delivery import DeliveryLog
+    for log in (BadSampleLog, DeliveryLog):
+        log.reset()
     yield
-    BadSampleLog.reset()
+    for log in (BadSampleLog, DeliveryLog):
+        log.reset()
 
 
 @pytest.fixture(scope="session")

@@ -39,13 +39,6 @@ def _cfg(glob, **kw):
     return DataConfig(**{**base, **kw})
 
 
-@pytest.fixture(autouse=True)
-def _reset_delivery_log():
-    DeliveryLog.reset()
-    yield
-    DeliveryLog.reset()
-
-
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     """16 training clips in 8 shards (labels i % 4), 8 validation clips in 4 shards."""

@@ -63,8 +63,7 @@ class _Builder:
     """Holds the options while the functional graph is laid out."""
 
     def __init__(self, num_frames, shift, fold_div, variant, use_conv_bias, bn_epsilon,
-                 bn_momentum, sync_bn=False):
-        self.sync_bn = bool(sync_bn)
+                 bn_momentum):
         self.num_frames = num_frames
         self.shift = shift
         self.fold_div = fold_div
@@ -75,8 +74,7 @@ class _Builder:
 
     def bn(self, name):
         return layers.BatchNormalization(axis=-1, epsilon=self.bn_epsilon,
-                                         momentum=self.bn_momentum, synchronized=self.sync_bn,
-                                         name=name)
+                                         momentum=self.bn_momentum, name=name)
 
     def conv_bn(self, x, filters, kernel, stride, name, relu=True):
         if kernel == 3 and stride > 1:
@@ -211,8 +209,9 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
             itself) or ``"caffe"`` (a fixed :class:`CaffeInputAdapter` turns the input into
             BGR 0-255 minus the Caffe mean). Default: ``"caffe"`` for a keras weights file,
             else ``"torchvision"``. The model's INPUT is the same either way.
-        sync_bn: make the backbone's BatchNormalization layers ``synchronized=True`` (batch
-            statistics across replicas under a distribution strategy).
+        sync_bn: make EVERY BatchNormalization layer ``synchronized=True``, the attention
+            blocks' and the gate's too (batch statistics across replicas under a distribution
+            strategy), as the release's ``convert_sync_batchnorm``.
         trust_pickled_code: DANGEROUS; passed to the ``.pth`` reader for old checkpoints whose
             pickle holds more than tensors (runs code from the file).
     Returns:
@@ -237,7 +236,7 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
     gates = set(_check_placement(channel_gate_at, stage_blocks))
     rnl_kernels = {**DEFAULT_RNL_KERNELS, **(rnl_kernel_sizes or {})}
     builder = _Builder(int(num_frames), shift, fold_div, resnet_variant, use_conv_bias, bn_epsilon,
-                       bn_momentum, sync_bn)
+                       bn_momentum)
 
     inputs = keras.Input((num_frames, image_size, image_size, 3), name="clip")
     x = CaffeInputAdapter(name="caffe_input")(inputs) if input_convention == "caffe" else inputs
@@ -267,9 +266,19 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
     else:
         outputs = FramesToClip(num_frames, name="frame_features")(x)
     model = keras.Model(inputs, outputs, name=name or f"tsm_resnet50_{attention.replace('+', '_')}")
+    if sync_bn:
+        _synchronize_batch_norms(model)
     if path is not None:
         pretrained.load_pretrained_weights(model, path, trust_pickled_code=trust_pickled_code)
     return model
+
+
+def _synchronize_batch_norms(model):
+    """``synchronized=True`` on every BatchNormalization, nested ones included (Keras reads it at
+    call time, so setting it before the first traced call is enough; it is in get_config)."""
+    for layer in model._flatten_layers():
+        if isinstance(layer, layers.BatchNormalization):
+            layer.synchronized = True
 
 
 def load_resnet50_weights(model, path, trust_pickled_code=False):

@@ -199,10 +199,6 @@ class Trainer:
             self.model = tsm_resnet50(cfg.num_classes, **cfg.model_kwargs())
         except PretrainedWeightsError as err:   # names the file and the first bad tensor
             raise ConfigError("pretrained_weights", str(err)) from None
-        if cfg.sync_bn:   # the release's convert_sync_batchnorm: EVERY BatchNorm, blocks too
-            for layer in self.model._flatten_layers():   # read at call time, before tracing
-                if isinstance(layer, keras.layers.BatchNormalization):
-                    layer.synchronized = True
         # After the model: an "imagenet" start is then downloaded into the cache.
         self.start_record = weights_record(cfg.weights_arg(), cfg.resnet_variant,
                                            include_top=cfg.num_classes == 1000)

@@ -52,6 +52,12 @@ def test_sync_bn_flag(rng):
     assert all(l.synchronized for l in bns)
     assert not any(l.synchronized for l in plain.layers
                    if isinstance(l, keras.layers.BatchNormalization))
+    # the blocks' own BatchNorms too (RNL's after W_z, the gate's), as convert_sync_batchnorm
+    rnl = tsm_resnet50(5, sync_bn=True, **{**TINY, "attention": "rnl"},
+                       placement=(("res3", 0),), channel_gate_at=(("res3", 0),))
+    nested = [l for l in rnl._flatten_layers() if isinstance(l, keras.layers.BatchNormalization)
+              and l.path.split("/")[0].endswith(("_rnl", "_cg"))]
+    assert len(nested) == 2 and all(l.synchronized for l in nested)
     restored = keras.Model.from_config(synced.get_config())
     assert all(l.synchronized for l in restored.layers
                if isinstance(l, keras.layers.BatchNormalization))

@@ -1,4 +1,4 @@
-"""Train the (RNL) TSM-ResNet50: ``python pipelines/train.py --flagfile=configs/<recipe>.flags``.
+"""Train the (RNL) TSM-ResNet: ``python pipelines/train.py --flagfile=configs/<recipe>.flags``.
 
 Recipes live in ``configs/`` (k400_paper, ssv1_paper, k400_released, ssv1_released, demo); any flag
 given after ``--flagfile`` overrides the file. ``--helpfull`` lists every flag. Bad flags are
@@ -48,15 +48,16 @@ def main(argv):
 def _train(cfg, signals, holder):
     """Build the Trainer, train, and remove this process's temporaries whatever happens."""
     from rnl_keras.training import model_dir as mdir, strategy as strat
-    chief = strat.chief_by_tf_config(cfg.strategy)
-    mdir.check_model_dir(cfg.model_dir, writable=chief)
+    rt = cfg.runtime
+    chief = strat.chief_by_tf_config(rt.strategy)
+    mdir.check_model_dir(rt.model_dir, writable=chief)
     # Logical CPU devices must exist before TensorFlow initialises its runtime.
-    strat.configure_cpu_devices(cfg.cpu_devices)
+    strat.configure_cpu_devices(rt.cpu_devices)
     from rnl_keras.training import failures
     # Ended by a signal or a watchdog: no half-written .tmp_* file or worker directory remains.
     failures.at_hard_exit(mdir.remove_own_worker_dirs)
     if chief:
-        failures.at_hard_exit(lambda: mdir.clean_stale(cfg.model_dir))
+        failures.at_hard_exit(lambda: mdir.clean_stale(rt.model_dir))
     from rnl_keras.training.loop import Trainer
     try:
         holder["trainer"] = Trainer(cfg, stop=signals)

@@ -1,11 +1,15 @@
-"""The training configuration (one dataclass, independent of absl) and its checks.
+"""The training configuration, nested by concern, independent of absl, and its checks.
 
-Every check raises :class:`ConfigError` whose message starts with the command-line flag it is
-about (``--batch_size: ...``), so ``pipelines/train.py`` can refuse bad flags before any work.
-The model fields are checked by :func:`check_model_values` and turned into ``tsm_resnet50``
-arguments by :func:`model_kwargs`; ``pipelines/profile.py`` uses both too (through
-``rnl_keras/training/model_flags.py``), so the two programs build the same model from the same
-flags.
+A :class:`TrainConfig` holds four sections: ``data`` (:class:`InputConfig`: lists, sampling,
+augmentation, the tf.data service), ``model`` (:class:`ModelConfig`: the network and its start),
+``optim`` (:class:`OptimConfig`: epochs, batch, schedule, optimizer) and ``runtime``
+(:class:`RuntimeConfig`: strategy, precision, checkpoints, logging, seed). Every field is named
+as its command-line flag (``rnl_keras/training/flags.py`` builds the config from the flags), and
+``TrainConfig(train_list=..., lr=...)`` with flat keywords still works. Every check raises
+:class:`ConfigError` whose message starts with the flag (``--batch_size: ...``), so
+``pipelines/train.py`` can refuse bad flags before any work. The model fields are checked by
+:func:`check_model_values` and turned into ``tsm_resnet50`` arguments by :func:`model_kwargs`;
+``pipelines/profile.py`` uses both too (through ``rnl_keras/training/model_flags.py``).
 """
 from __future__ import annotations
 
@@ -39,13 +43,19 @@ class ConfigError(ValueError):
         self.flag = flag
 
 
+def _positive(section, name: str, strict: bool = True) -> None:
+    """Raise ConfigError unless ``section.<name>`` is > 0 (``strict``) or >= 0."""
+    value = getattr(section, name)
+    if value is None or (value <= 0 if strict else value < 0):
+        raise ConfigError(name, f"must be {'> 0' if strict else '>= 0'}, got {value!r}")
+
+
 @dataclasses.dataclass
-class TrainConfig:
-    """All the settings of one training run (see ``rnl_keras/training/flags.py`` for each one)."""
+class InputConfig:
+    """The data section: what ``build_inputs`` reads (see ``flags.py`` for each field)."""
 
     train_list: str
     num_classes: int
-    model_dir: str
     data_source: str = "video"
     val_list: str | None = None
     data_root: str = ""
@@ -62,7 +72,51 @@ class TrainConfig:
     num_parallel_calls: int = -1
     deterministic_data: bool = True
     shuffle_buffer: int = 1024
-    # model
+    val_batch_size: int = 0
+    val_max_videos: int = 0
+    data_service: str = ""                # grpc://HOST:PORT of a tf.data service dispatcher
+    data_service_timeout_s: float = 300.0
+
+    def check(self) -> None:
+        """Range checks of the data fields (no file system access)."""
+        for name in ("num_classes", "num_frames", "image_size", "resize_shorter",
+                     "dense_stride", "shuffle_buffer"):
+            _positive(self, name)
+        for name in ("val_batch_size", "val_max_videos"):
+            _positive(self, name, strict=False)
+        if self.resize_shorter < self.image_size:
+            raise ConfigError("resize_shorter", f"must be >= --image_size ({self.image_size})")
+        try:
+            self.frame_template.format(1)
+        except (IndexError, KeyError, ValueError) as err:
+            raise ConfigError("frame_template", f"cannot format a frame number ({err})") from None
+        self._check_data_service()
+
+    def _check_data_service(self) -> None:
+        """``--data_service``: a ``grpc://HOST:PORT`` address, TFRecord shards only (the
+        service cannot run the Python video decoders on its workers: rnl_keras.data.service)."""
+        if not self.data_service:
+            return
+        from rnl_keras.data.service_address import (DataServiceAddressError,
+                                                    parse_service_address)
+        try:
+            parse_service_address(self.data_service)
+        except DataServiceAddressError as err:
+            raise ConfigError("data_service", str(err).split(": ", 1)[-1]) from None
+        if self.data_source != "tfrecord":
+            raise ConfigError("data_service", "needs --data_source=tfrecord (shards written by "
+                              "pipelines/prepare_data.py): video / frame input is decoded by "
+                              "Python inside tf.py_function, which tf.data service workers "
+                              f"cannot run; got --data_source={self.data_source}")
+        if not self.data_service_timeout_s > 0:
+            raise ConfigError("data_service_timeout_s",
+                              f"must be > 0, got {self.data_service_timeout_s!r}")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The model section: the network, its ablations and its start (``build_model``)."""
+
     attention: str = "rnl"
     shift: bool = True
     fold_div: int = 8
@@ -85,42 +139,6 @@ class TrainConfig:
     sync_bn: bool = False
     trust_pickled_code: bool = False
     recipe: str = ""
-    # optimisation
-    epochs: int = 50
-    steps_per_epoch: int | None = None
-    batch_size: int = 64
-    grad_accum_steps: int = 1
-    lr: float = 0.01
-    scale_lr_with_replicas: bool = False
-    reference_batch_size: int = 64
-    lr_schedule: str = "step"
-    lr_decay_epochs: int = 20
-    lr_decay_factor: float = 0.1
-    warmup_epochs: float = 0.0
-    warmup_start_factor: float = 0.1
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    clip_grad_norm: float = 20.0
-    label_smoothing: float = 0.0
-    param_groups: str = "uniform"
-    # runtime
-    strategy: str = "default"
-    cpu_devices: int = 0
-    mixed_precision: str = "none"
-    jit_compile: bool = False
-    checkpoint_every_steps: int = 500
-    keep_checkpoints: int = 3
-    log_every_steps: int = 10
-    val_every_epochs: int = 1
-    val_batch_size: int = 0
-    val_max_videos: int = 0
-    seed: int = 0
-    progress: bool = True
-    peer_timeout_s: float = 600.0
-    data_service: str = ""                # grpc://HOST:PORT of a tf.data service dispatcher
-    data_service_timeout_s: float = 300.0
 
     def weights_arg(self):
         """``tsm_resnet50(weights=...)``: None for a random start, else the file or "imagenet"."""
@@ -129,12 +147,12 @@ class TrainConfig:
             return None
         return self.pretrained_weights
 
-    def model_kwargs(self) -> dict:
-        """All the ``tsm_resnet50`` arguments of this run except ``num_classes``."""
-        return {**model_kwargs(dataclasses.asdict(self)), "attention": self.attention,
-                "num_frames": self.num_frames, "image_size": self.image_size,
-                "dropout": self.dropout, "weights": self.weights_arg(), "sync_bn": self.sync_bn,
-                "trust_pickled_code": self.trust_pickled_code}
+    def check(self) -> None:
+        """The ablation values, the dropout, and the start (weights vs. recipe and backbone)."""
+        check_model_values(dataclasses.asdict(self))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
+        self._check_weights()
 
     def check_files(self) -> None:
         """Checks that read the file system (run before any work): the weights file exists."""
@@ -145,77 +163,6 @@ class TrainConfig:
             raise ConfigError("pretrained_weights", f"no such file: {weights}{where}; "
                               f"--pretrained_weights={NO_WEIGHTS} trains from random "
                               "initialisation")
-
-    def check(self) -> None:
-        """Static range checks (no file system access). Raises ConfigError naming the flag."""
-        def positive(name, value=None, strict=True):
-            value = getattr(self, name) if value is None else value
-            if value is None or (value <= 0 if strict else value < 0):
-                raise ConfigError(name, f"must be {'> 0' if strict else '>= 0'}, got {value!r}")
-
-        check_model_values(dataclasses.asdict(self))
-        if self.strategy not in STRATEGIES:
-            raise ConfigError("strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.lr_schedule not in SCHEDULES:
-            raise ConfigError("lr_schedule", f"must be one of {SCHEDULES}")
-        if self.optimizer not in ("sgd", "adam"):
-            raise ConfigError("optimizer", f"must be sgd or adam, got {self.optimizer!r}")
-        if self.mixed_precision not in MIXED_PRECISIONS:
-            raise ConfigError("mixed_precision", f"must be one of {MIXED_PRECISIONS}")
-        for name in ("num_classes", "epochs", "batch_size", "grad_accum_steps", "lr",
-                     "num_frames", "image_size", "resize_shorter", "reference_batch_size",
-                     "lr_decay_epochs", "dense_stride", "log_every_steps",
-                     "val_every_epochs", "keep_checkpoints", "shuffle_buffer"):
-            positive(name)
-        for name in ("weight_decay", "clip_grad_norm", "label_smoothing", "warmup_epochs",
-                     "checkpoint_every_steps", "val_batch_size", "val_max_videos", "cpu_devices",
-                     "momentum"):
-            positive(name, strict=False)
-        positive("peer_timeout_s")
-        self._check_data_service()
-        if self.steps_per_epoch is not None:
-            positive("steps_per_epoch")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("dropout", f"must be in [0, 1), got {self.dropout}")
-        if not 0.0 < self.lr_decay_factor <= 1.0:
-            raise ConfigError("lr_decay_factor", f"must be in (0, 1], got {self.lr_decay_factor}")
-        if not 0.0 <= self.warmup_start_factor <= 1.0:
-            raise ConfigError("warmup_start_factor", "must be in [0, 1]")
-        if self.label_smoothing >= 1.0:
-            raise ConfigError("label_smoothing", "must be < 1")
-        if self.resize_shorter < self.image_size:
-            raise ConfigError("resize_shorter", f"must be >= --image_size ({self.image_size})")
-        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
-            raise ConfigError("warmup_epochs", f"must be < --epochs ({self.epochs})")
-        if self.batch_size % self.grad_accum_steps:
-            raise ConfigError("batch_size", f"{self.batch_size} is not divisible by "
-                              f"--grad_accum_steps={self.grad_accum_steps}")
-        self._check_weights()
-        self._check_optimisation()
-        try:
-            self.frame_template.format(1)
-        except (IndexError, KeyError, ValueError) as err:
-            raise ConfigError("frame_template", f"cannot format a frame number ({err})") from None
-
-    def _check_data_service(self) -> None:
-        """``--data_service``: a ``grpc://HOST:PORT`` address, TFRecord shards only (the
-        service cannot run the Python video decoders on its workers: rnl_keras.data.service)."""
-        if not self.data_service:
-            return
-        from rnl_keras.data.service_address import (DataServiceAddressError,
-                                                    parse_service_address)
-        try:
-            parse_service_address(self.data_service)
-        except DataServiceAddressError as err:
-            raise ConfigError("data_service", str(err).split(": ", 1)[-1]) from None
-        if self.data_source != "tfrecord":
-            raise ConfigError("data_service", "needs --data_source=tfrecord (shards written by "
-                              "pipelines/prepare_data.py): video / frame input is decoded by "
-                              "Python inside tf.py_function, which tf.data service workers "
-                              f"cannot run; got --data_source={self.data_source}")
-        if not self.data_service_timeout_s > 0:
-            raise ConfigError("data_service_timeout_s",
-                              f"must be > 0, got {self.data_service_timeout_s!r}")
 
     def _check_weights(self) -> None:
         """The start: recipes of the paper / release need ImageNet weights or an explicit none."""
@@ -241,7 +188,62 @@ class TrainConfig:
                               f"ResNet-50 and loads into --resnet_variant={wanted}, not "
                               f"{self.resnet_variant}")
 
-    def _check_optimisation(self) -> None:
+
+@dataclasses.dataclass
+class OptimConfig:
+    """The optimisation section: epochs, batch, schedule, optimizer, regularisation."""
+
+    epochs: int = 50
+    steps_per_epoch: int | None = None
+    batch_size: int = 64
+    grad_accum_steps: int = 1
+    lr: float = 0.01
+    scale_lr_with_replicas: bool = False
+    reference_batch_size: int = 64
+    lr_schedule: str = "step"
+    lr_decay_epochs: int = 20
+    lr_decay_factor: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.1
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    clip_grad_norm: float = 20.0
+    label_smoothing: float = 0.0
+    param_groups: str = "uniform"
+
+    def check(self) -> None:
+        """Range and consistency checks of the optimisation fields."""
+        if self.lr_schedule not in SCHEDULES:
+            raise ConfigError("lr_schedule", f"must be one of {SCHEDULES}")
+        if self.optimizer not in ("sgd", "adam"):
+            raise ConfigError("optimizer", f"must be sgd or adam, got {self.optimizer!r}")
+        for name in ("epochs", "batch_size", "grad_accum_steps", "lr", "reference_batch_size",
+                     "lr_decay_epochs"):
+            _positive(self, name)
+        for name in ("weight_decay", "clip_grad_norm", "label_smoothing", "warmup_epochs",
+                     "momentum"):
+            _positive(self, name, strict=False)
+        if self.steps_per_epoch is not None:
+            _positive(self, "steps_per_epoch")
+        self._check_ranges()
+        self._check_groups()
+
+    def _check_ranges(self) -> None:
+        if not 0.0 < self.lr_decay_factor <= 1.0:
+            raise ConfigError("lr_decay_factor", f"must be in (0, 1], got {self.lr_decay_factor}")
+        if not 0.0 <= self.warmup_start_factor <= 1.0:
+            raise ConfigError("warmup_start_factor", "must be in [0, 1]")
+        if self.label_smoothing >= 1.0:
+            raise ConfigError("label_smoothing", "must be < 1")
+        if self.warmup_epochs >= self.epochs and self.warmup_epochs > 0:
+            raise ConfigError("warmup_epochs", f"must be < --epochs ({self.epochs})")
+        if self.batch_size % self.grad_accum_steps:
+            raise ConfigError("batch_size", f"{self.batch_size} is not divisible by "
+                              f"--grad_accum_steps={self.grad_accum_steps}")
+
+    def _check_groups(self) -> None:
         if self.param_groups not in PARAM_GROUPS:
             raise ConfigError("param_groups", f"must be one of {PARAM_GROUPS}, got "
                               f"{self.param_groups!r}")
@@ -266,8 +268,103 @@ class TrainConfig:
             return self.lr * self.batch_size / self.reference_batch_size
         return self.lr
 
+
+@dataclasses.dataclass
+class RuntimeConfig:
+    """The runtime section: where and how the loop runs, saves and logs."""
+
+    model_dir: str
+    strategy: str = "default"
+    cpu_devices: int = 0
+    mixed_precision: str = "none"
+    jit_compile: bool = False
+    checkpoint_every_steps: int = 500
+    keep_checkpoints: int = 3
+    log_every_steps: int = 10
+    val_every_epochs: int = 1
+    seed: int = 0
+    progress: bool = True
+    peer_timeout_s: float = 600.0
+
+    def check(self) -> None:
+        """Range checks of the runtime fields."""
+        if self.strategy not in STRATEGIES:
+            raise ConfigError("strategy", f"must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.mixed_precision not in MIXED_PRECISIONS:
+            raise ConfigError("mixed_precision", f"must be one of {MIXED_PRECISIONS}")
+        for name in ("log_every_steps", "val_every_epochs", "keep_checkpoints",
+                     "peer_timeout_s"):
+            _positive(self, name)
+        for name in ("checkpoint_every_steps", "cpu_devices"):
+            _positive(self, name, strict=False)
+
+
+SECTIONS = {"data": InputConfig, "model": ModelConfig, "optim": OptimConfig,
+            "runtime": RuntimeConfig}
+
+
+def _section_of(name: str) -> str:
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return section
+    raise TypeError(f"TrainConfig: unknown field {name!r}")
+
+
+@dataclasses.dataclass(init=False)
+class TrainConfig:
+    """All the settings of one training run, by concern: ``data``, ``model``, ``optim``,
+    ``runtime``.
+
+    Args:
+      data, model, optim, runtime: the sections; or, instead, flat keywords named as the
+        flags (``TrainConfig(train_list="t.txt", num_classes=8, model_dir="m", lr=0.1)``),
+        each routed to its section (train_list, num_classes and model_dir are required).
+    """
+
+    data: InputConfig
+    model: ModelConfig
+    optim: OptimConfig
+    runtime: RuntimeConfig
+
+    def __init__(self, data: InputConfig | None = None, model: ModelConfig | None = None,
+                 optim: OptimConfig | None = None, runtime: RuntimeConfig | None = None,
+                 **flat):
+        given = {"data": data, "model": model, "optim": optim, "runtime": runtime}
+        routed = {section: {} for section in SECTIONS}
+        for name, value in flat.items():
+            routed[_section_of(name)][name] = value
+        for section, cls in SECTIONS.items():
+            if given[section] is not None and routed[section]:
+                raise TypeError(f"TrainConfig: {section}= given together with its fields "
+                                f"{sorted(routed[section])}")
+            setattr(self, section, given[section] if given[section] is not None
+                    else cls(**routed[section]))
+
+    def model_kwargs(self) -> dict:
+        """All the ``tsm_resnet50`` arguments of this run except ``num_classes``."""
+        m = self.model
+        return {**model_kwargs(dataclasses.asdict(m)), "attention": m.attention,
+                "num_frames": self.data.num_frames, "image_size": self.data.image_size,
+                "dropout": m.dropout, "weights": m.weights_arg(), "sync_bn": m.sync_bn,
+                "trust_pickled_code": m.trust_pickled_code}
+
+    def check(self) -> None:
+        """Static range checks of every section (no file system access)."""
+        self.model.check()
+        self.runtime.check()
+        self.optim.check()
+        self.data.check()
+
+    def check_files(self) -> None:
+        """Checks that read the file system (run before any work)."""
+        self.model.check_files()
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every field, flat ({flag name: value}): the run's ``config.json``."""
+        out = {}
+        for section in SECTIONS:
+            out.update(dataclasses.asdict(getattr(self, section)))
+        return out
 
 
 def check_model_values(values: dict) -> None:
@@ -298,6 +395,11 @@ def check_model_values(values: dict) -> None:
     if not 0.0 <= values["gate_bn_momentum"] < 1.0:
         raise ConfigError("gate_bn_momentum", f"must be in [0, 1) (Keras convention: the "
                           f"moving average keeps this fraction), got {values['gate_bn_momentum']}")
+    _check_backbone(values, attention)
+
+
+def _check_backbone(values: dict, attention: str) -> None:
+    """--stage_blocks, --placement and --rnl_kernel_sizes against each other."""
     blocks = tuple(values["stage_blocks"])
     if len(blocks) != 4 or min(blocks) < 1:
         raise ConfigError("stage_blocks", f"must be 4 positive ints, got {blocks}")
@@ -328,7 +430,7 @@ def model_kwargs(values: dict) -> dict:
     """The ``tsm_resnet50`` arguments of the model fields (not attention, T, size, weights).
 
     Args:
-        values: {field: value} of a TrainConfig (``dataclasses.asdict``) or of
+        values: {field: value} of a ModelConfig (``dataclasses.asdict``) or of
             ``model_flags.model_values``.
     Returns:
         dict of keyword arguments of ``rnl_keras.models.tsm_resnet50``.

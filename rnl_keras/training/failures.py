@@ -12,9 +12,10 @@ number after SIGINT (130) or SIGTERM (143).
 
 Signals (:class:`StopSignals`). SIGINT and SIGTERM set a flag that the training loop reads after
 every step; it then saves a checkpoint (the state is consistent between steps) and raises
-:class:`TrainingStopped`. Multi-worker runs agree on the flag inside the step's all-reduce, so
-every worker saves the same step and stops (TensorFlow's own SIGTERM handler, installed by the
-multi-worker strategy, only records the signal and keeps training: it is replaced). Outside the
+:class:`TrainingStopped`. Multi-worker runs agree on the flag in the small all-reduce before each
+step (``rnl_keras.training.collectives.make_step_gate``), so every worker saves the same step and
+stops (TensorFlow's own SIGTERM handler, installed by the multi-worker strategy, only records the
+signal and keeps training: it is replaced). Outside the
 training loop (building the model, restoring) a signal ends the process at once. A second signal,
 or a loop that does not reach the next step within ``grace_s``, ends it at once too. The signal is
 seen by a helper thread through :func:`signal.set_wakeup_fd`, so this works while the main thread
@@ -182,8 +183,20 @@ def exit_on_exception(exc: BaseException, prog: str, where: str | None, peers=()
     hard_exit(code, f"{prog}: {verb}{context}: {cause} (exit {code})", tb)
 
 
+def _text(message) -> str:
+    """``message``, or what it returns when it is a function (never raises: a failing one is
+    named instead, the process ends anyway)."""
+    if not callable(message):
+        return message
+    try:
+        return message()
+    except Exception as err:  # noqa: BLE001 - the watchdog must still end the process
+        return f"(the message could not be built: {describe(err)})"
+
+
 class Deadline:
-    """One watchdog thread: :meth:`arm` a limit and a message, :meth:`disarm` when done.
+    """One watchdog thread: :meth:`arm` a limit and a message (or a function building it),
+    :meth:`disarm` when done.
 
     When an armed limit passes the process ends (:func:`hard_exit`, status 1) with the message.
     """
@@ -197,8 +210,14 @@ class Deadline:
         self._thread = threading.Thread(target=self._watch, name="rnl-deadline", daemon=True)
         self._thread.start()
 
-    def arm(self, seconds: float, message: str) -> None:
-        """End the process with ``message`` unless :meth:`disarm` comes within ``seconds``."""
+    def arm(self, seconds: float, message) -> None:
+        """End the process with ``message`` unless :meth:`disarm` comes within ``seconds``.
+
+        Args:
+          seconds: the limit.
+          message: the text, or a function returning it, called only when the limit passes
+            (e.g. one that asks a tf.data service dispatcher which worker was lost).
+        """
         with self._cond:
             self._started = time.monotonic()
             self._until = self._started + seconds
@@ -219,7 +238,7 @@ class Deadline:
                 waited = time.monotonic() - self._started
                 message = self._message
             hard_exit(EXIT_ERROR, f"{self._prog}: FAILED: no progress for {waited:.0f} s "
-                      f"{message}")
+                      f"{_text(message)}")
 
 
 class StopSignals:

@@ -2,17 +2,19 @@
 
 Every flag is defined here (the model / ablation flags by ``model_flags.define_model_flags``,
 shared with ``pipelines/profile.py``) and turned into a
-:class:`rnl_keras.training.config.TrainConfig` by :func:`config_from_flags`. Problems that can be
-found before any work starts raise :class:`absl.app.UsageError` naming the flag.
+:class:`rnl_keras.training.config.TrainConfig` by :func:`config_from_flags` (every config field is
+read from the flag of the same name). Problems that can be found before any work starts raise
+:class:`absl.app.UsageError` naming the flag.
 """
 from __future__ import annotations
 
+import dataclasses
 
 from absl import app, flags
 
 from rnl_keras.training import model_flags
 from rnl_keras.training.config import (ATTENTIONS, MIXED_PRECISIONS, PARAM_GROUPS, SCHEDULES,
-                                       STRATEGIES, TrainConfig)
+                                       SECTIONS, STRATEGIES, TrainConfig)
 
 FLAGS = flags.FLAGS
 
@@ -134,14 +136,31 @@ flags.DEFINE_float("peer_timeout_s", 600.0, "Multi-worker: a worker that waits t
 flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service dispatcher "
                     "(pipelines/data_service.py): TFRecord shards are decoded, sampled and "
                     "augmented on its workers, the trainer only batches (--data_source=tfrecord).")
-flags.DEFINE_float("data_service_timeout_s", 300.0, "--data_service: stop (naming the "
-                   "dispatcher and the step) when no batch arrives for this long, e.g. after a "
-                   "worker holding part of the pass was lost.")
+flags.DEFINE_float("data_service_timeout_s", 300.0, "--data_service: stop (exit 1) when no "
+                   "batch arrives for this long, e.g. after a worker holding part of the pass "
+                   "was lost; the message names the step, the dispatcher and the lost worker(s) "
+                   "(asked of the dispatcher and probed: at most ~7 s more), or says why they "
+                   "could not be learned.")
 
 
 def _require(cond, flag, why):
     if not cond:
         raise app.UsageError(f"--{flag}: {why}")
+
+
+def _flat_values(f) -> dict:
+    """{field: value} of every TrainConfig field from the parsed flags (same names)."""
+    values = {}
+    for cls in SECTIONS.values():
+        for field in dataclasses.fields(cls):
+            if field.name not in model_flags.MODEL_FLAGS:
+                values[field.name] = getattr(f, field.name)
+    values.update(model_flags.model_values(f))
+    # Flags whose empty value means "none" / "the default of another flag".
+    values["val_list"] = f.val_list or None
+    values["val_root"] = f.val_root if f.val_root is not None else f.data_root
+    values["pretrained_weights"] = f.pretrained_weights or None
+    return values
 
 
 def config_from_flags(flag_values=FLAGS, check_files: bool = True) -> TrainConfig:
@@ -151,32 +170,7 @@ def config_from_flags(flag_values=FLAGS, check_files: bool = True) -> TrainConfi
     _require(f.train_list, "train_list", "is required (a list file or shard glob)")
     _require(f.model_dir, "model_dir", "is required")
     _require(f.num_classes is not None, "num_classes", "is required")
-    cfg = TrainConfig(
-        data_source=f.data_source, train_list=f.train_list, val_list=f.val_list or None,
-        data_root=f.data_root, val_root=f.val_root if f.val_root is not None else f.data_root,
-        classes_file=f.classes_file, frame_template=f.frame_template, num_classes=f.num_classes,
-        num_frames=f.num_frames, image_size=f.image_size, resize_shorter=f.resize_shorter,
-        sampling=f.sampling, dense_stride=f.dense_stride, flip=f.flip,
-        on_bad_sample=f.on_bad_sample, num_parallel_calls=f.num_parallel_calls,
-        deterministic_data=f.deterministic_data, shuffle_buffer=f.shuffle_buffer,
-        attention=f.attention, dropout=f.dropout, **model_flags.model_values(f),
-        pretrained_weights=f.pretrained_weights or None, trust_pickled_code=f.trust_pickled_code,
-        sync_bn=f.sync_bn, recipe=f.recipe, param_groups=f.param_groups,
-        epochs=f.epochs, steps_per_epoch=f.steps_per_epoch,
-        batch_size=f.batch_size, grad_accum_steps=f.grad_accum_steps, lr=f.lr,
-        scale_lr_with_replicas=f.scale_lr_with_replicas,
-        reference_batch_size=f.reference_batch_size, lr_schedule=f.lr_schedule,
-        lr_decay_epochs=f.lr_decay_epochs, lr_decay_factor=f.lr_decay_factor,
-        warmup_epochs=f.warmup_epochs, warmup_start_factor=f.warmup_start_factor,
-        optimizer=f.optimizer, momentum=f.momentum, nesterov=f.nesterov, weight_decay=f.weight_decay,
-        clip_grad_norm=f.clip_grad_norm, label_smoothing=f.label_smoothing,
-        strategy=f.strategy, cpu_devices=f.cpu_devices, mixed_precision=f.mixed_precision,
-        jit_compile=f.jit_compile, model_dir=f.model_dir,
-        checkpoint_every_steps=f.checkpoint_every_steps, keep_checkpoints=f.keep_checkpoints,
-        log_every_steps=f.log_every_steps, val_every_epochs=f.val_every_epochs,
-        val_batch_size=f.val_batch_size, val_max_videos=f.val_max_videos, seed=f.seed,
-        progress=f.progress, peer_timeout_s=f.peer_timeout_s, data_service=f.data_service,
-        data_service_timeout_s=f.data_service_timeout_s)
+    cfg = TrainConfig(**_flat_values(f))
     try:
         cfg.check()
         if check_files:

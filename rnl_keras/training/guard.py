@@ -6,7 +6,8 @@ multi-worker run every phase that waits for the peers is bounded by ``--peer_tim
 process then ends naming the peers' addresses, see :mod:`rnl_keras.training.failures`).
 
 Stop requests (SIGINT / SIGTERM, :class:`~rnl_keras.training.failures.StopSignals`) are encoded
-as a number that the train step sums over all replicas of all workers (:meth:`RunGuard.code`),
+as a number that the step gate sums over all replicas of all workers (:meth:`RunGuard.code`,
+:func:`rnl_keras.training.collectives.make_step_gate`),
 so every worker sees the same decision after the same step and they save the same checkpoint.
 """
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The model (ablation) flags shared by ``pipelines/train.py`` and ``pipelines/profile.py``.
 
 Both programs define these flags with :func:`define_model_flags` (on their own ``FlagValues``)
-and turn them into the model fields of :class:`rnl_keras.training.config.TrainConfig` with
-:func:`model_values`, so every ablation of the paper is reachable the same way from both:
+and turn them into the fields of the config's model section
+(:class:`rnl_keras.training.config.ModelConfig`) with :func:`model_values`, so every ablation of
+the paper is reachable the same way from both:
 
 * ``--rnl_kernel_sizes``: the region size of F_theta per stage (Table II(a); ``1x1x1`` is its
   first row, i.e. no region),
@@ -24,7 +25,7 @@ from absl import app, flags
 from rnl_keras.training.config import (RNL_AGGREGATIONS, RNL_SIMILARITIES, STAGES, ConfigError,
                                        check_model_values)
 
-# Names of the flags defined here, in the order of the TrainConfig fields they fill.
+# Names of the flags defined here, in the order of the ModelConfig fields they fill.
 MODEL_FLAGS = ("shift", "fold_div", "resnet_variant", "stage_blocks", "base_width", "placement",
                "rnl_similarity", "rnl_aggregation", "rnl_kernel_sizes", "key_subsample",
                "nl_subsample", "query_chunk_size", "se_reduction",
@@ -127,14 +128,14 @@ def parse_kernel_sizes(values):
 
 
 def model_values(flag_values=flags.FLAGS, attentions=None) -> dict:
-    """The model fields of a TrainConfig from parsed flags, checked.
+    """The ModelConfig fields of these flags, from parsed flags, checked.
 
     Args:
         flag_values: parsed ``FlagValues`` holding the flags of :func:`define_model_flags`.
         attentions: the attention kinds that will be built (for the checks that depend on it,
             e.g. a --rnl_kernel_sizes stage without an RNL block); default ``--attention``.
     Returns:
-        {TrainConfig field: value}.
+        {ModelConfig field: value}.
     Raises:
         app.UsageError naming the flag.
     """

@@ -48,7 +48,8 @@ class StepDecay(keras.optimizers.schedules.LearningRateSchedule):
 
 @keras.saving.register_keras_serializable(package="rnl_keras")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then cosine decay to 0 at ``total_steps``."""
+    """Linear warm-up to ``base_lr`` over ``warmup_steps``, then cosine decay to 0 at
+    ``total_steps``."""
 
     def __init__(self, base_lr, total_steps, warmup_steps=0, warmup_start_factor=0.1):
         self.base_lr = float(base_lr)
@@ -96,7 +97,14 @@ def _warmup(lr, step, base_lr, warmup_steps, start_factor):
 
 
 def make_schedule(cfg, steps_per_epoch: int):
-    """The schedule of a TrainConfig (``cfg.effective_lr()`` is the peak lr)."""
+    """The per-step learning-rate schedule (``effective_lr()`` is the peak lr).
+
+    Args:
+        cfg: the optimisation section (:class:`~rnl_keras.training.config.OptimConfig`) or a
+            whole TrainConfig.
+        steps_per_epoch: global steps of one epoch.
+    """
+    cfg = getattr(cfg, "optim", cfg)
     base = cfg.effective_lr()
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.lr_schedule == "step":
@@ -111,10 +119,10 @@ def make_schedule(cfg, steps_per_epoch: int):
 
 def make_optimizer(cfg, steps_per_epoch: int, schedule=None,
                    groups=None) -> keras.optimizers.Optimizer:
-    """The optimizer of a TrainConfig.
+    """The optimizer of the optimisation section.
 
     Args:
-        cfg: the TrainConfig.
+        cfg: the :class:`~rnl_keras.training.config.OptimConfig` (or a whole TrainConfig).
         steps_per_epoch: for the schedule (when ``schedule`` is None).
         schedule: the learning-rate schedule (default: ``make_schedule(cfg, ...)``).
         groups: ``param_groups(model, "release")``; required with ``--param_groups=release``.
@@ -124,10 +132,11 @@ def make_optimizer(cfg, steps_per_epoch: int, schedule=None,
         in the loss) and clipping are applied by the train step. ``release``: a
         :class:`GroupedSGD` that applies the groups' lr multipliers and the decay itself.
     """
+    cfg = getattr(cfg, "optim", cfg)
     schedule = schedule if schedule is not None else make_schedule(cfg, steps_per_epoch)
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=schedule, beta_1=cfg.momentum, name="adam")
-    if getattr(cfg, "param_groups", "uniform") == "release":
+    if cfg.param_groups == "release":
         if groups is None:
             raise ValueError("make_optimizer: --param_groups=release needs the groups "
                              "(param_groups(model, 'release'))")

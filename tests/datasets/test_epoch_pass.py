@@ -67,4 +67,4 @@ def test_trainer_epoch_is_one_pass(tmp_path, synthetic):
     # 13 listed -> nominally 6 steps; the pass holds 8 good clips = 4 steps of 2, every epoch.
     assert summary["steps_per_epoch"] == 6 and summary["global_steps"] == 8, out[-3000:]
     assert [h["bad_samples"] for h in summary["history"]] == [5, 5], out[-3000:]
-    assert out.count("the pass over the training list ended after 4 of 6 steps") == 2
+    assert [h["epoch_steps"] for h in summary["history"]] == [4, 4], summary["history"]

@@ -28,4 +28,4 @@ def test_demo_quick_end_to_end(tmp_path):
     assert any(k.startswith("SavedModel: real clip") for k in report["predictions"])
     assert any(k.startswith("SavedModel: synthetic") for k in report["predictions"])
     assert all(report["predictions"].values())
-    assert "target top-1" in proc.stdout
+    assert report["min_top1"] == 0.0 and report["train"]["global_steps"] >= 1

@@ -9,7 +9,7 @@ from absl import app, flags
 
 from rnl_keras.training import flags as train_flags
 from rnl_keras.training.config import ConfigError
-from rnl_keras.training.loop import check_data
+from rnl_keras.training.inputs import check_data
 
 from tests.training.helpers import REPO, TRAIN, data_flags, env
 
@@ -32,7 +32,7 @@ def _refused(argv, flag, replicas=1):
     with pytest.raises((app.UsageError, ConfigError)) as info:
         cfg = _config(argv)
         check_data(cfg)
-        cfg.check_replicas(replicas)
+        cfg.optim.check_replicas(replicas)
     assert f"--{flag}" in str(info.value), str(info.value)
     return str(info.value)
 
@@ -94,24 +94,27 @@ def test_flagfiles_parse(name):
     """Every recipe parses and passes the static checks (its list files are placeholders)."""
     cfg = _config([f"--flagfile={os.path.join(CONFIGS, name + '.flags')}"])
     if name.startswith("ssv1"):
-        assert cfg.num_classes == 174 and not cfg.flip and cfg.frame_template == "{:05d}.jpg"
+        assert cfg.data.num_classes == 174 and not cfg.data.flip
+        assert cfg.data.frame_template == "{:05d}.jpg"
     if name.startswith("k400"):
-        assert cfg.num_classes == 400 and cfg.data_source == "video"
+        assert cfg.data.num_classes == 400 and cfg.data.data_source == "video"
     if name.endswith("paper"):
-        assert (cfg.lr, cfg.lr_schedule, cfg.lr_decay_epochs, cfg.epochs, cfg.batch_size,
-                cfg.momentum, cfg.dropout, cfg.num_frames, cfg.image_size) == \
+        o = cfg.optim
+        assert (o.lr, o.lr_schedule, o.lr_decay_epochs, o.epochs, o.batch_size,
+                o.momentum, cfg.model.dropout, cfg.data.num_frames, cfg.data.image_size) == \
             (0.01, "step", 20, 50, 64, 0.9, 0.5, 8, 224)
     if name.endswith("released"):
-        assert cfg.lr == 0.02 and cfg.lr_schedule == "cosine" and cfg.warmup_epochs > 0
-        assert cfg.sync_bn and cfg.channel_gate and cfg.gate_bn_momentum == 0.99
-    assert cfg.recipe == name
+        o, m = cfg.optim, cfg.model
+        assert o.lr == 0.02 and o.lr_schedule == "cosine" and o.warmup_epochs > 0
+        assert m.sync_bn and m.channel_gate and m.gate_bn_momentum == 0.99
+    assert cfg.model.recipe == name
     if name == "demo":
-        assert cfg.weights_arg() is None     # explicitly random: a small backbone
+        assert cfg.model.weights_arg() is None     # explicitly random: a small backbone
     else:   # the ImageNet start of the paper and the release: torchvision's ResNet-50
-        assert cfg.resnet_variant == "torchvision"
-        assert cfg.pretrained_weights.endswith("resnet50-0676ba61.pth")
-        assert cfg.param_groups == "release"
-        assert dict(cfg.rnl_kernel_sizes) == {"res3": (3, 7, 7), "res4": (3, 3, 3)}
+        assert cfg.model.resnet_variant == "torchvision"
+        assert cfg.model.pretrained_weights.endswith("resnet50-0676ba61.pth")
+        assert cfg.optim.param_groups == "release"
+        assert dict(cfg.model.rnl_kernel_sizes) == {"res3": (3, 7, 7), "res4": (3, 3, 3)}
 
 
 SMALL = ["--train_list=x.txt", "--num_classes=5", "--model_dir=m", "--num_frames=2",
@@ -123,7 +126,7 @@ def _small_model(argv):
     from rnl_keras.models import tsm_resnet50
 
     cfg = _config(SMALL + argv)
-    return cfg, tsm_resnet50(cfg.num_classes, **cfg.model_kwargs())
+    return cfg, tsm_resnet50(cfg.data.num_classes, **cfg.model_kwargs())
 
 
 @pytest.mark.parametrize("attention", ["rnl", "nl"])
@@ -205,7 +208,7 @@ def test_release_groups_need_sgd():
         _config(["--train_list=x.txt", "--num_classes=5", "--model_dir=m",
                  "--param_groups=release", "--optimizer=adam"])
     assert _config(["--train_list=x.txt", "--num_classes=5", "--model_dir=m",
-                    "--param_groups=release"]).param_groups == "release"
+                    "--param_groups=release"]).optim.param_groups == "release"
 
 
 def test_block_choices_are_the_layers_own():

@@ -8,7 +8,8 @@ from rnl_keras.training.optimizer import (StepDecay, WarmupCosine, decayed_varia
 
 
 def _cfg(**kw):
-    return TrainConfig(train_list="x", num_classes=8, model_dir="m", **kw)
+    """The optimisation section of a config with the flat keywords ``kw``."""
+    return TrainConfig(train_list="x", num_classes=8, model_dir="m", **kw).optim
 
 
 def test_step_decay_every_20_epochs():

@@ -27,8 +27,8 @@ def test_imagenet_recipes_refused_without_weights(recipe):
     assert msg.startswith("--pretrained_weights") and f"--recipe={recipe}" in msg
     assert "--pretrained_weights=none" in msg
     cfg = _config([flagfile, "--pretrained_weights=none"])   # said explicitly: accepted
-    assert cfg.weights_arg() is None
-    assert _config(["--train_list=x", "--num_classes=3", "--model_dir=m"]).recipe == ""
+    assert cfg.model.weights_arg() is None
+    assert _config(["--train_list=x", "--num_classes=3", "--model_dir=m"]).model.recipe == ""
 
 
 def test_recipe_weights_file_must_exist_before_any_work(tmp_path):
@@ -96,7 +96,7 @@ def test_summary_records_the_weights_file_and_the_paper_groups(tmp_path):
     cfg.check()
     trainer = Trainer(cfg, num_train=2, train_dataset_fn=train_fn, out=io.StringIO())
     trainer.run()
-    summary = read_summary(cfg.model_dir)
+    summary = read_summary(cfg.runtime.model_dir)
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
     assert summary["start"]["start"] == "torchvision"
     assert summary["start"]["path"] == str(weights) and summary["start"]["sha256"] == digest

@@ -4,7 +4,8 @@
 
 1. writes a synthetic action dataset (real h264 mp4 files of moving shapes; the class is the motion:
    left / right / up / down, grow / shrink, clockwise / counter-clockwise) into ``demo_out/data``;
-2. trains the RNL TSM-ResNet50 with ``configs/demo.flags`` (``pipelines/train.py``);
+2. trains a small RNL TSM-ResNet (one bottleneck per stage, width 24: not a ResNet-50) with
+   ``configs/demo.flags`` (``pipelines/train.py``);
 3. evaluates the best checkpoint on the validation split (``pipelines/evaluate.py``);
 4. exports it as a SavedModel and TFLite (``pipelines/export.py`` into ``saved_models/demo``);
 5. classifies a real clip (``tests/data/carphone_pristine.mp4``, not one of the synthetic classes:
@@ -100,6 +101,7 @@ def _write_data(data_dir, spec):
 
 
 def _read_flagfile(path):
+    """``{flag: value}`` of the ``--flag=value`` lines of a flag file (comments skipped)."""
     values = {}
     with open(path, encoding="utf-8") as f:
         for line in f:
@@ -116,89 +118,100 @@ def _top5(text):
     return ranked or [line.rstrip() for line in text.splitlines() if line.strip()][-5:]
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    t_start = time.time()
-    quick = FLAGS.quick
-    out_dir = os.path.abspath(os.path.join(REPO, FLAGS.out_dir))
-    tag = ("quick" if quick else "full") + ("" if FLAGS.shift else "_noshift")
-    run_dir = os.path.join(out_dir, f"run_{tag}")
-    logs = os.path.join(out_dir, "logs")
-    os.makedirs(logs, exist_ok=True)
-    flagfile = os.path.join(REPO, FLAGS.flagfile_path)
-    recipe = _read_flagfile(flagfile)
-    py = sys.executable
-    for script in ("evaluate.py", "export.py", "predict.py"):
-        if not os.path.isfile(os.path.join(REPO, "pipelines", script)):
-            raise app.UsageError(f"pipelines/{script} is missing: the demo needs it")
+class _Demo:
+    """Where one demo run reads and writes: its mode tag, directories and training recipe."""
 
-    # 1. data
-    spec = QUICK_DATA if quick else FULL_DATA
-    data = _write_data(os.path.join(out_dir, "data_quick" if quick else "data"), spec)
-    t_data = time.time() - t_start
+    def __init__(self):
+        self.quick = FLAGS.quick
+        self.out_dir = os.path.abspath(os.path.join(REPO, FLAGS.out_dir))
+        self.tag = ("quick" if self.quick else "full") + ("" if FLAGS.shift else "_noshift")
+        self.run_dir = os.path.join(self.out_dir, f"run_{self.tag}")
+        self.logs = os.path.join(self.out_dir, "logs")
+        self.flagfile = os.path.join(REPO, FLAGS.flagfile_path)
+        self.recipe = _read_flagfile(self.flagfile)
+        self.py = sys.executable
+        self.export_dir = os.path.abspath(os.path.join(REPO, FLAGS.export_dir))
+        self.name = FLAGS.name if FLAGS.shift else f"{FLAGS.name}_noshift"
+        self.seconds = {}
 
-    # 2. train
-    if not FLAGS.resume and os.path.isdir(run_dir):
+    def log(self, stage):
+        return os.path.join(self.logs, f"{stage}_{self.tag}.log")
+
+
+def _train(demo, data):
+    """Stage 2: train; returns (summary.json, the training flags, the model file)."""
+    if not FLAGS.resume and os.path.isdir(demo.run_dir):
         import shutil
-        shutil.rmtree(run_dir)
-    train_cmd = [py, "pipelines/train.py", f"--flagfile={flagfile}",
+        shutil.rmtree(demo.run_dir)
+    train_cmd = [demo.py, "pipelines/train.py", f"--flagfile={demo.flagfile}",
                  f"--train_list={data['train_list']}", f"--val_list={data['val_list']}",
                  f"--data_root={data['root']}", f"--classes_file={data['classes_file']}",
-                 f"--num_classes={data['num_classes']}", f"--model_dir={run_dir}",
+                 f"--num_classes={data['num_classes']}", f"--model_dir={demo.run_dir}",
                  f"--shift={'true' if FLAGS.shift else 'false'}"]
-    if quick:
+    if demo.quick:
         train_cmd += QUICK_TRAIN
     if FLAGS.attention:
         train_cmd.append(f"--attention={FLAGS.attention}")
     if FLAGS.epochs:
         train_cmd.append(f"--epochs={FLAGS.epochs}")
-    _, t_train = _run("train", train_cmd, os.path.join(logs, f"train_{tag}.log"))
-    with open(os.path.join(run_dir, "summary.json"), encoding="utf-8") as f:
+    _, demo.seconds["train"] = _run("train", train_cmd, demo.log("train"))
+    with open(os.path.join(demo.run_dir, "summary.json"), encoding="utf-8") as f:
         train_summary = json.load(f)
-    train_args = _read_flagfile(flagfile)
+    train_args = _read_flagfile(demo.flagfile)
     train_args.update({a[2:].split("=", 1)[0]: a.split("=", 1)[1] for a in train_cmd[3:]})
-    num_frames = train_args.get("num_frames", recipe.get("num_frames", "8"))
-    image_size = train_args.get("image_size", recipe.get("image_size", "224"))
-    resize_shorter = train_args.get("resize_shorter", recipe.get("resize_shorter", image_size))
-    model_path = os.path.join(run_dir, "best.keras")
+    model_path = os.path.join(demo.run_dir, "best.keras")
     if not os.path.isfile(model_path):
-        model_path = os.path.join(run_dir, "final.keras")
+        model_path = os.path.join(demo.run_dir, "final.keras")
+    return train_summary, train_args, model_path
 
-    # 3. evaluate
-    report_path = os.path.join(out_dir, f"eval_{tag}.json")
-    eval_cmd = [py, "pipelines/evaluate.py", f"--model={model_path}", "--data_source=video",
+
+def _clip_shape(demo, train_args):
+    """``(num_frames, image_size, resize_shorter)`` of the trained model, as flag strings."""
+    num_frames = train_args.get("num_frames", demo.recipe.get("num_frames", "8"))
+    image_size = train_args.get("image_size", demo.recipe.get("image_size", "224"))
+    resize_shorter = train_args.get("resize_shorter", demo.recipe.get("resize_shorter",
+                                                                      image_size))
+    return num_frames, image_size, resize_shorter
+
+
+def _evaluate(demo, data, model_path, shape):
+    """Stage 3: evaluate the model on the validation split; returns evaluate.py's report."""
+    num_frames, image_size, resize_shorter = shape
+    report_path = os.path.join(demo.out_dir, f"eval_{demo.tag}.json")
+    eval_cmd = [demo.py, "pipelines/evaluate.py", f"--model={model_path}", "--data_source=video",
                 f"--list_file={data['val_list']}", f"--data_root={data['root']}",
                 f"--num_classes={data['num_classes']}", f"--num_frames={num_frames}",
                 f"--image_size={image_size}", f"--resize_shorter={resize_shorter}",
                 "--test_clips=1", "--test_crops=1", f"--report={report_path}",
-                f"--confusion_png={os.path.join(out_dir, f'confusion_{tag}.png')}",
+                f"--confusion_png={os.path.join(demo.out_dir, f'confusion_{demo.tag}.png')}",
                 f"--labels={data['classes_file']}"]
-    _, t_eval = _run("evaluate", eval_cmd, os.path.join(logs, f"evaluate_{tag}.log"))
+    _, demo.seconds["evaluate"] = _run("evaluate", eval_cmd, demo.log("evaluate"))
     with open(report_path, encoding="utf-8") as f:
-        evaluation = json.load(f)
+        return json.load(f)
 
-    # 4. export
-    export_dir = os.path.abspath(os.path.join(REPO, FLAGS.export_dir))
-    name = FLAGS.name if FLAGS.shift else f"{FLAGS.name}_noshift"
-    export_cmd = [py, "pipelines/export.py", f"--model={model_path}", f"--name={name}",
-                  f"--export_dir={export_dir}", f"--labels={data['classes_file']}",
+
+def _export(demo, data, model_path, shape):
+    """Stage 4: export as a SavedModel (and TFLite); returns the SavedModel's version dir."""
+    num_frames, image_size, resize_shorter = shape
+    export_cmd = [demo.py, "pipelines/export.py", f"--model={model_path}", f"--name={demo.name}",
+                  f"--export_dir={demo.export_dir}", f"--labels={data['classes_file']}",
                   f"--num_frames={num_frames}", f"--image_size={image_size}",
                   f"--resize_shorter={resize_shorter}"]
     if FLAGS.tflite:
         export_cmd.append("--tflite")
-    text, t_export = _run("export", export_cmd, os.path.join(logs, f"export_{tag}.log"))
-    version_dir = _export_version_dir(text, os.path.join(export_dir, name))
+    text, demo.seconds["export"] = _run("export", export_cmd, demo.log("export"))
+    return _export_version_dir(text, os.path.join(demo.export_dir, demo.name))
 
-    # 5. predict
-    val_clip = _first_val_clip(data)
+
+def _predict(demo, version_dir, val_clip, resize_shorter):
+    """Stage 5: classify the real clip and a synthetic one; returns {what: top-5 lines}."""
     predictions = {}
-    t_predict = 0.0
-    targets = [("real clip", os.path.join(REPO, FLAGS.real_clip)), ("synthetic val clip",
-                                                                    val_clip[0])]
+    demo.seconds["predict"] = 0.0
+    targets = [("real clip", os.path.join(REPO, FLAGS.real_clip)),
+               ("synthetic val clip", val_clip[0])]
     models = [("SavedModel", version_dir)]
     if FLAGS.tflite:
-        tfl = _tflite_path(os.path.join(export_dir, name))
+        tfl = _tflite_path(os.path.join(demo.export_dir, demo.name))
         if tfl:
             models.append(("TFLite", tfl))
     for model_kind, model_ref in models:
@@ -206,21 +219,35 @@ def main(argv):
             if model_kind == "TFLite" and what == "real clip":
                 continue   # one TFLite run is enough to show it works
             out, dt = _run(f"predict {model_kind} {what}",
-                           [py, "pipelines/predict.py", clip, f"--model={model_ref}", "--top_k=5"]
+                           [demo.py, "pipelines/predict.py", clip, f"--model={model_ref}",
+                            "--top_k=5"]
                            + ([f"--resize_shorter={resize_shorter}"] if model_kind == "TFLite"
-                              else []), os.path.join(logs, f"predict_{tag}.log"))
-            t_predict += dt
+                              else []), demo.log("predict"))
+            demo.seconds["predict"] += dt
             predictions[f"{model_kind}: {what}"] = _top5(out)
+    return predictions
 
-    # report
-    wall = time.time() - t_start
+
+def _model_name(train_args):
+    """What the trained network is (``TSM-ResNet (blocks 1-1-1-1, width 24)`` for the demo's)."""
+    from rnl_keras.models.spec import architecture_name
+    blocks = train_args.get("stage_blocks")
+    width = train_args.get("base_width")
+    return architecture_name(
+        stage_blocks=tuple(int(b) for b in blocks.split(",")) if blocks else None,
+        base_width=int(width) if width else None, shift=FLAGS.shift)
+
+
+def _report(demo, results, wall):
+    """Write ``demo_report_<tag>.json`` and print the summary; returns whether top-1 is met."""
+    train_summary, train_args, evaluation, version_dir, predictions, val_clip = results
+    seconds = demo.seconds
     top1 = evaluation.get("top1")
-    min_top1 = FLAGS.min_top1 if FLAGS.min_top1 is not None else (0.0 if quick else 0.9)
+    min_top1 = FLAGS.min_top1 if FLAGS.min_top1 is not None else (0.0 if demo.quick else 0.9)
     report = {
-        "mode": tag, "wall_seconds": round(wall, 1),
-        "stage_seconds": {"data": round(t_data, 1), "train": round(t_train, 1),
-                          "evaluate": round(t_eval, 1), "export": round(t_export, 1),
-                          "predict": round(t_predict, 1)},
+        "mode": demo.tag, "wall_seconds": round(wall, 1),
+        "stage_seconds": {k: round(seconds[k], 1)
+                          for k in ("data", "train", "evaluate", "export", "predict")},
         "train": {k: train_summary.get(k) for k in ("epochs", "global_steps", "best_val_top1",
                                                     "clips_per_sec", "train_seconds_total")},
         "eval_top1": top1, "eval_top5": evaluation.get("top5"),
@@ -228,15 +255,17 @@ def main(argv):
         "export": version_dir, "predictions": predictions,
         "synthetic_clip_true_label": val_clip[1],
     }
-    with open(os.path.join(out_dir, f"demo_report_{tag}.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(demo.out_dir, f"demo_report_{demo.tag}.json"), "w",
+              encoding="utf-8") as f:
         json.dump(report, f, indent=2)
     print("\n" + "=" * 72)
-    print(f"rnl-keras demo ({tag}) finished in {wall / 60:.1f} min "
-          f"(data {t_data:.0f} s, train {t_train:.0f} s, evaluate {t_eval:.0f} s, "
-          f"export {t_export:.0f} s, predict {t_predict:.0f} s)")
-    print(f"  model: TSM-ResNet50 attention={train_args.get('attention')} shift={FLAGS.shift}, "
-          f"{train_summary.get('global_steps')} steps, {train_summary.get('clips_per_sec')} "
-          "clips/s")
+    print(f"rnl-keras demo ({demo.tag}) finished in {wall / 60:.1f} min "
+          f"(data {seconds['data']:.0f} s, train {seconds['train']:.0f} s, evaluate "
+          f"{seconds['evaluate']:.0f} s, export {seconds['export']:.0f} s, predict "
+          f"{seconds['predict']:.0f} s)")
+    print(f"  model: {_model_name(train_args)} attention={train_args.get('attention')} "
+          f"shift={FLAGS.shift}, {train_summary.get('global_steps')} steps, "
+          f"{train_summary.get('clips_per_sec')} clips/s")
     print(f"  validation ({evaluation.get('num_videos')} synthetic videos): top-1 "
           f"{top1:.3f}, top-5 {evaluation.get('top5', 0):.3f}")
     print(f"  export: {version_dir}")
@@ -248,11 +277,35 @@ def main(argv):
     ok = top1 is not None and top1 >= min_top1
     print(f"  target top-1 >= {min_top1:.2f}: {'met' if ok else 'MISSED'}")
     print("=" * 72)
-    if not ok:
+    return ok
+
+
+def main(argv):
+    """Run the five stages, then report; exit 1 when the top-1 target is missed."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    t_start = time.time()
+    demo = _Demo()
+    os.makedirs(demo.logs, exist_ok=True)
+    for script in ("evaluate.py", "export.py", "predict.py"):
+        if not os.path.isfile(os.path.join(REPO, "pipelines", script)):
+            raise app.UsageError(f"pipelines/{script} is missing: the demo needs it")
+    data = _write_data(os.path.join(demo.out_dir, "data_quick" if demo.quick else "data"),
+                       QUICK_DATA if demo.quick else FULL_DATA)
+    demo.seconds["data"] = time.time() - t_start
+    train_summary, train_args, model_path = _train(demo, data)
+    shape = _clip_shape(demo, train_args)
+    evaluation = _evaluate(demo, data, model_path, shape)
+    version_dir = _export(demo, data, model_path, shape)
+    val_clip = _first_val_clip(data)
+    predictions = _predict(demo, version_dir, val_clip, shape[2])
+    results = (train_summary, train_args, evaluation, version_dir, predictions, val_clip)
+    if not _report(demo, results, time.time() - t_start):
         sys.exit(1)
 
 
 def _export_version_dir(text, name_dir):
+    """The SavedModel directory export.py printed (else the newest version under ``name_dir``)."""
     for line in reversed(text.splitlines()):
         path = line.strip().split()[-1] if line.strip() else ""
         if path and os.path.isdir(path) and os.path.isfile(os.path.join(path, "saved_model.pb")):
@@ -264,12 +317,14 @@ def _export_version_dir(text, name_dir):
 
 
 def _tflite_path(name_dir):
+    """The float TFLite file export.py wrote under ``name_dir``, or None."""
     files = sorted(f for f in os.listdir(name_dir)
                    if f.endswith(".tflite") and not f.endswith(".dynamic.tflite"))
     return os.path.join(name_dir, files[-1]) if files else None
 
 
 def _first_val_clip(data):
+    """``(path, class name)`` of the first validation video."""
     with open(data["val_list"], encoding="utf-8") as f:
         rel, label = f.readline().rsplit(None, 1)
     with open(data["classes_file"], encoding="utf-8") as f:

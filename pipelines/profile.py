@@ -1,4 +1,7 @@
-"""Parameters and multiply-adds of the (RNL) TSM-ResNet50 models, counted from the built models.
+"""Parameters and multiply-adds of (RNL) TSM-ResNet models, counted from the built models.
+
+By default the paper's TSM-ResNet50 (Table I); ``--stage_blocks`` / ``--base_width`` count a
+smaller TSM-ResNet, named as such in the output (``rnl_keras.models.spec.architecture_name``).
 
     python pipelines/profile.py --attention=all --num_frames=8 --image_size=224 --num_classes=400
     python pipelines/profile.py --attention=rnl --key_subsample --json=out.json
@@ -32,32 +35,34 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
-from rnl_keras.models.tsm_resnet import ATTENTIONS, DEFAULT_PLACEMENT  # noqa: E402
+from rnl_keras.models.spec import (TABLE_I, architecture_name, attention_label,  # noqa: E402
+                                   blocks_of, placement_of)
+from rnl_keras.models.tsm_resnet import ATTENTIONS  # noqa: E402
 from rnl_keras.profiling.macs import TABLE_III, profile_models  # noqa: E402
 from rnl_keras.training.config import model_kwargs  # noqa: E402
 from rnl_keras.training.model_flags import (MODEL_FLAGS, define_model_flags,  # noqa: E402
                                             model_values)
 
-NAMES = {"none": "baseline TSM-R50", "nl": "+5 NL", "rnl": "+5 RNL", "se+rnl": "+5 SE+RNL",
-         "se": "+5 SE", "gate": "+5 GC"}
-
 # Own FlagValues: this module is imported beside the trainer's flags (tests), whose names overlap.
 FLAGS = flags.FlagValues()
-flags.DEFINE_string("attention", "all", f"one of {ATTENTIONS} or 'all' (comma-separated lists too)", flag_values=FLAGS)
+flags.DEFINE_string("attention", "all", f"one of {ATTENTIONS} or 'all' (comma-separated lists "
+                    "too)", flag_values=FLAGS)
 flags.DEFINE_integer("num_frames", 8, "frames per clip T", lower_bound=1, flag_values=FLAGS)
 flags.DEFINE_integer("image_size", 224, "square input size", lower_bound=32, flag_values=FLAGS)
 flags.DEFINE_integer("num_classes", 400, "classifier outputs", lower_bound=1, flag_values=FLAGS)
 define_model_flags(FLAGS, resnet_variant="torchvision")   # the paper's backbone by default
 flags.DEFINE_alias("rnl_key_subsample", "key_subsample", flag_values=FLAGS)   # the old name
 flags.DEFINE_bool("use_conv_bias", False,
-                  "conv biases as in Keras' ResNet50 (the paper's backbone has none)", flag_values=FLAGS)
+                  "conv biases as in Keras' ResNet50 (the paper's backbone has none)",
+                  flag_values=FLAGS)
 flags.DEFINE_string("json", None, "write the results to this JSON file", flag_values=FLAGS)
 
 _FLAG_NAMES = ("attention", "num_frames", "image_size", "num_classes") + MODEL_FLAGS + (
     "use_conv_bias", "json")
 # The model of Table III: the flags whose values change the counts it compares with.
-_PAPER_MODEL = {"resnet_variant": "torchvision", "stage_blocks": (3, 4, 6, 3), "base_width": 64,
-                "placement": DEFAULT_PLACEMENT, "rnl_kernel_sizes": (), "se_reduction": 16,
+_PAPER_MODEL = {"resnet_variant": "torchvision", "stage_blocks": blocks_of(TABLE_I),
+                "base_width": TABLE_I.stem.width, "placement": placement_of(TABLE_I),
+                "rnl_kernel_sizes": (), "se_reduction": 16,
                 "channel_gate": False, "rnl_aggregation": "conv"}
 
 
@@ -76,7 +81,9 @@ def parse_args(argv=None):
     return FLAGS
 
 
-def format_table(results, table_iii_comparable):
+def format_table(results, table_iii_comparable, num_blocks=len(placement_of(TABLE_I))):
+    """The table of ``results`` ({attention: counts}); rows are named "baseline" or as the
+    paper's Table III ("+5 RNL"), with ``num_blocks`` attention blocks."""
     header = (f"{'model':<18} {'params M':>9} {'(total)':>9} | {'paper GMACs':>11} "
               f"{'Table III':>9} {'diff':>7} | {'true GMACs':>10} {'executed':>9} "
               f"{'attn prod':>9}")
@@ -87,7 +94,8 @@ def format_table(results, table_iii_comparable):
         ref_s = f"{ref[0]:9.2f}" if ref else f"{'-':>9}"
         diff_s = f"{100 * (paper / ref[0] - 1):+6.2f}%" if ref else f"{'-':>7}"
         lines.append(
-            f"{NAMES.get(attention, attention):<18} {r['params']['trainable'] / 1e6:9.2f} "
+            f"{attention_label(attention, num_blocks):<18} "
+            f"{r['params']['trainable'] / 1e6:9.2f} "
             f"{r['params']['total'] / 1e6:9.2f} | {paper:11.2f} {ref_s} {diff_s} | "
             f"{r['true'] / 1e9:10.2f} {r['executed'] / 1e9:9.2f} {r['attention'] / 1e9:9.2f}")
     return "\n".join(lines)
@@ -113,13 +121,14 @@ def main(argv=None):
                              **kwargs)
     comparable = (args.num_frames, args.image_size, args.num_classes) == (8, 224, 400) and \
         all(values[k] == v for k, v in _PAPER_MODEL.items())
-    print(f"Per clip of {args.num_frames}x{args.image_size}x{args.image_size}, "
+    print(f"{architecture_name(**kwargs)}: per clip of "
+          f"{args.num_frames}x{args.image_size}x{args.image_size}, "
           f"{args.num_classes} classes, backbone {args.resnet_variant}"
           f"{' + conv bias' if args.use_conv_bias else ''}; RNL {kwargs['rnl_kwargs']}, "
           f"regions {kwargs['rnl_kernel_sizes'] or 'res3 3x7x7, res4 3x3x3'}; NL "
           f"{kwargs['nl_kwargs']}; SE r={kwargs['se_reduction']}")
     print("GMACs = 1e9 multiply-adds (= the paper's 'GFLOPs'; 2 FLOPs each)")
-    print(format_table(results, comparable))
+    print(format_table(results, comparable, len(set(kwargs["placement"]))))
     print("paper: conv/linear/BN only (Table III convention); true: + attention products, "
           "F_theta, pooling products; executed: true minus the half of P P^T the symmetric "
           "Gaussian RNL path skips")

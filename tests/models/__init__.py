@@ -1,0 +1,1 @@
+"""Tests of rnl_keras.models: the Table I spec, the builders, the ImageNet starts."""

@@ -7,12 +7,17 @@
 
 Workers decode TFRecord shards (``pipelines/prepare_data.py``), sample and augment; the trainer
 only batches and feeds. They run TensorFlow ops only (see :mod:`rnl_keras.data.service`), so
-this program imports nothing but TensorFlow and starts fast. The shard paths of the trainer's
+this program imports nothing but TensorFlow (and, on the dispatcher, the small
+:mod:`rnl_keras.data.service_workers`) and starts fast. The shard paths of the trainer's
 ``--train_list`` must be readable under the same names on every worker machine (a shared file
-system or a ``gs://`` bucket). Each process logs what it serves (dispatcher: the number of
-registered workers whenever it changes, and TensorFlow's ``Lost worker HOST:PORT due to
-timeout`` when one stops answering; worker: its address and the number of tasks it runs) and
-stops cleanly on SIGTERM / Ctrl-C (exit 0). With ``--work_dir`` the dispatcher is fault
+system or a ``gs://`` bucket). Each process logs what it serves (dispatcher: its registered
+workers by address whenever the list or their state changes, e.g. ``2 worker(s) registered:
+10.0.0.2:5051, 10.0.0.3:5051 (does not answer: lost)``, learned from its own ``GetWorkers`` RPC
+and a bounded TCP probe of each, plus TensorFlow's ``Lost worker HOST:PORT due to timeout``;
+worker: its address and the number of tasks it runs) and stops cleanly on SIGTERM / Ctrl-C
+(exit 0). A trainer that gets no batch for ``--data_service_timeout_s`` asks the dispatcher the
+same way and names the lost worker in its exit message
+(:func:`rnl_keras.data.service.stall_report`). With ``--work_dir`` the dispatcher is fault
 tolerant: it journals its state there, and restarted with the same port and work dir it takes up
 the registered workers, the jobs and the trainers again.
 """
@@ -24,7 +29,8 @@ import sys
 import threading
 import time
 
-from absl import app, flags, logging
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from absl import app, flags, logging  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("port", None, "Port to listen on (dispatcher: the one trainers and workers "
@@ -112,8 +118,21 @@ def _dispatcher() -> None:
     mode = (f"fault tolerant, journal in {FLAGS.work_dir}" if FLAGS.work_dir
             else "no --work_dir: its state is lost with this process")
     serve_until_signal(server, f"dispatcher grpc://0.0.0.0:{FLAGS.port} ({mode})",
-                       lambda: f"{server._num_workers()} worker(s) registered",
-                       FLAGS.status_every_s)
+                       lambda: dispatcher_status(server, FLAGS.port), FLAGS.status_every_s)
+
+
+def dispatcher_status(server, port: int) -> str:
+    """``N worker(s) registered: HOST:PORT, HOST:PORT (does not answer: lost)``: the workers the
+    dispatcher on ``port`` lists (its GetWorkers RPC, 2 s bound), each probed once (0.5 s
+    bound); only the count when they cannot be listed."""
+    from rnl_keras.data.service_workers import ServiceWorkersError, list_workers, lost_workers
+    try:
+        workers = list_workers(f"localhost:{port}", 2.0)
+    except ServiceWorkersError as err:
+        return f"{server._num_workers()} worker(s) registered (not listed: {err})"
+    lost = lost_workers(workers, 0.5)
+    names = ", ".join(w + (" (does not answer: lost)" if w in lost else "") for w in workers)
+    return f"{len(workers)} worker(s) registered" + (f": {names}" if names else "")
 
 
 def _worker() -> None:

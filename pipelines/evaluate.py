@@ -17,6 +17,15 @@ at the new size and its weights moved over (``rnl_keras.evaluation.rebuild``). E
 through the one test-time transform (``rnl_keras.data.eval_transform``: full-size decode, resize
 the shorter side to ``--resize_shorter``, crop, normalise), the transform of the exported
 SavedModel's ``serving_default``: the same clip at the same settings gets the same probabilities.
+
+Every way out ends the process promptly with ``os._exit`` (``rnl_keras.training.failures``, as
+``train.py`` does): after an error inside a video pipeline (PyAV in a ``tf.py_function``, e.g. a
+broken clip with ``--on_bad_sample=raise``) the interpreter's normal shutdown used to block for
+ever at 0 % CPU. An error prints its traceback, then one line ``evaluate.py: FAILED [while
+<phase>]: <cause> (exit 1)`` naming the clip; bad flags exit 1 with the usage line; SIGINT /
+SIGTERM end it at once (exit 130 / 143). With ``--data_service`` a read that gets no batch for
+``--data_service_timeout_s`` ends it (exit 1) naming the dispatcher and the lost worker
+(``rnl_keras.data.service.stall_report``).
 """
 import os
 import sys
@@ -70,8 +79,11 @@ flags.DEFINE_string("data_service", "", "grpc://HOST:PORT of a tf.data service d
                     "(pipelines/data_service.py): its workers decode and transform the TFRecord "
                     "shards (--data_source=tfrecord); videos arrive in no fixed order (scores are "
                     "averaged by video index).")
-flags.DEFINE_float("data_service_timeout_s", 300.0, "--data_service: stop when no batch arrives "
-                   "for this long (e.g. a worker holding part of the pass was lost).")
+flags.DEFINE_float("data_service_timeout_s", 300.0, "--data_service: stop (exit 1) when no "
+                   "batch arrives for this long, e.g. after a worker holding part of the pass "
+                   "was lost; the message names the dispatcher and the lost worker(s) (asked of "
+                   "the dispatcher and probed: at most ~7 s more), or says why they could not "
+                   "be learned.")
 flags.DEFINE_enum("on_bad_sample", "skip", ["skip", "raise"], "Undecodable videos: skip (logged "
                   "and counted in the report) or raise.")
 flags.mark_flags_as_required(["model", "list_file"])
@@ -129,8 +141,9 @@ def resolve_model_and_settings(model):
 
 def _service_dataset(cfg):
     """The eval batches read from --data_service, each one bounded by --data_service_timeout_s
-    (the process then ends with exit 1 naming the dispatcher)."""
-    from rnl_keras.data.service import DataServiceError, service_eval_dataset
+    (the process then ends with exit 1 naming the dispatcher and the lost worker: the message is
+    built only then, by ``stall_report``)."""
+    from rnl_keras.data.service import DataServiceError, service_eval_dataset, stall_report
     from rnl_keras.data.service_address import DataServiceAddressError
     from rnl_keras.training.failures import Deadline
     if not FLAGS.data_service_timeout_s > 0:
@@ -146,11 +159,8 @@ def _service_dataset(cfg):
         iterator, n = iter(ds), 0
         while True:
             n += 1
-            deadline.arm(FLAGS.data_service_timeout_s, (
-                f"while reading batch {n}: no batch from the tf.data service {FLAGS.data_service} "
-                f"within --data_service_timeout_s={FLAGS.data_service_timeout_s:g} (a worker "
-                "holding part of the pass was probably lost: the dispatcher's log names it, "
-                "'Lost worker HOST:PORT')"))
+            deadline.arm(FLAGS.data_service_timeout_s,
+                         lambda n=n: stall_report(FLAGS.data_service, f"reading batch {n}"))
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -162,6 +172,54 @@ def _service_dataset(cfg):
 
 
 def main(argv):
+    """Evaluate, then end the process with ``os._exit`` and the outcome's status (see the module
+    docstring): nothing in TensorFlow's or PyAV's teardown can keep it alive."""
+    from rnl_keras.training import failures
+    signals = failures.StopSignals(prog="evaluate.py")   # SIGINT / SIGTERM: stop at once
+    signals.install()
+    phase = ["starting"]
+    signals.where = lambda: phase[0]
+    try:
+        _evaluate(argv, phase)
+    except BaseException as err:  # noqa: BLE001 - any error ends the process, promptly
+        if isinstance(err, app.UsageError):
+            app.usage(shorthelp=True, detailed_error=err, exitcode=None)
+            failures.hard_exit(1)
+        failures.exit_on_exception(err, "evaluate.py", phase[0])
+    failures.hard_exit(0)
+
+
+def _evaluate(argv, phase):
+    """The evaluation; ``phase[0]`` is kept naming what it is doing (for the exit message)."""
+    model = _load_model(argv, phase)
+    from rnl_keras.data import make_eval_dataset
+    from rnl_keras.evaluation import summarize
+    from rnl_keras.evaluation.evaluator import collect_predictions
+    model, settings = resolve_model_and_settings(model)
+    num_classes = settings["num_classes"]
+    class_names = _class_names(num_classes)
+    cfg = _data_config(settings)
+    dataset = (_service_dataset(cfg) if FLAGS.data_service
+               else make_eval_dataset(cfg, FLAGS.batch_size))
+    logging.info("evaluate: %s on %s (protocol %s: T=%d, S=%d, resize %d, %d clip(s) x %d crop(s), "
+                 "%s averaging)", FLAGS.model, FLAGS.list_file, FLAGS.protocol,
+                 settings["num_frames"], settings["image_size"], settings["resize_shorter"],
+                 cfg.num_test_clips, cfg.test_crops, FLAGS.score_average)
+    phase[0] = f"evaluating --list_file={FLAGS.list_file}"
+    preds = collect_predictions(model, dataset, log=logging.info)
+    phase[0] = f"writing --report={FLAGS.report}"
+    report, cm = summarize(preds["logits"], preds["labels"], preds["video_index"], num_classes,
+                           class_names, score_average=FLAGS.score_average)
+    _complete_report(report, cm, cfg, settings)
+    _write_outputs(report, cm, preds, class_names, num_classes)
+    print(f"videos {report['num_videos']}  single-view top1 {report['single_view']['top1']:.4f} "
+          f"top5 {report['single_view']['top5']:.4f}  multi-view ({cfg.views_per_video} views) "
+          f"top1 {report['top1']:.4f} top5 {report['top5']:.4f}  -> {FLAGS.report}")
+
+
+def _load_model(argv, phase):
+    """The --model file, loaded with rnl_keras's custom layers registered; ``app.UsageError`` on
+    positional arguments or a --model that is missing or cannot be loaded."""
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     if not os.path.isfile(FLAGS.model):
@@ -169,45 +227,49 @@ def main(argv):
     import keras
 
     import rnl_keras.layers  # noqa: F401 - registers the custom layers
-    from rnl_keras.data import BadSampleLog, DataConfig, ListFileError, make_eval_dataset
-    from rnl_keras.data import validate_list_file
-    from rnl_keras.evaluation import draw_confusion_matrix, summarize, write_report
-    from rnl_keras.atomic_io import write_atomic
-    from rnl_keras.evaluation.evaluator import collect_predictions
-    from rnl_keras.export.labels import LabelsError, resolve_labels
+    phase[0] = f"loading --model={FLAGS.model}"
     try:
-        model = keras.saving.load_model(FLAGS.model, compile=False)
+        return keras.saving.load_model(FLAGS.model, compile=False)
     except Exception as e:  # noqa: BLE001
         raise app.UsageError(f"--model={FLAGS.model}: cannot load: {type(e).__name__}: {e}") from None
-    model, settings = resolve_model_and_settings(model)
-    num_frames, image_size = settings["num_frames"], settings["image_size"]
-    resize_shorter, num_classes = settings["resize_shorter"], settings["num_classes"]
-    class_names = None
-    if FLAGS.labels or num_classes == 400:
-        try:
-            class_names, _ = resolve_labels(FLAGS.labels, num_classes)
-        except LabelsError as e:
-            raise app.UsageError(f"--labels: {e}") from None
+
+
+def _class_names(num_classes):
+    """The class names of --labels (default: the Kinetics-400 names when K is 400), else None."""
+    from rnl_keras.export.labels import LabelsError, resolve_labels
+    if not (FLAGS.labels or num_classes == 400):
+        return None
+    try:
+        class_names, _ = resolve_labels(FLAGS.labels, num_classes)
+    except LabelsError as e:
+        raise app.UsageError(f"--labels: {e}") from None
+    return class_names
+
+
+def _data_config(settings):
+    """The eval ``DataConfig`` of the flags and the resolved ``settings``, its list file checked
+    (``app.UsageError`` naming the problem)."""
+    from rnl_keras.data import DataConfig, ListFileError, validate_list_file
     try:
         cfg = DataConfig(source=FLAGS.data_source, list_file=FLAGS.list_file, root=FLAGS.data_root,
-                         frame_template=FLAGS.frame_template, num_classes=num_classes,
-                         num_frames=int(num_frames), sampling=FLAGS.sampling,
+                         frame_template=FLAGS.frame_template,
+                         num_classes=settings["num_classes"],
+                         num_frames=int(settings["num_frames"]), sampling=FLAGS.sampling,
                          twice_sample=settings["twice_sample"], dense_stride=FLAGS.dense_stride,
                          test_clips=settings["test_clips"], test_crops=settings["test_crops"],
-                         image_size=int(image_size), resize_shorter=resize_shorter, flip=False,
+                         image_size=int(settings["image_size"]),
+                         resize_shorter=settings["resize_shorter"], flip=False,
                          on_bad_sample=FLAGS.on_bad_sample, deterministic=True)
         validate_list_file(cfg)
     except (ValueError, ListFileError) as e:
         raise app.UsageError(str(e)) from None
-    dataset = (_service_dataset(cfg) if FLAGS.data_service
-               else make_eval_dataset(cfg, FLAGS.batch_size))
-    logging.info("evaluate: %s on %s (protocol %s: T=%d, S=%d, resize %d, %d clip(s) x %d crop(s), "
-                 "%s averaging)", FLAGS.model, FLAGS.list_file, FLAGS.protocol, num_frames,
-                 image_size, resize_shorter, cfg.num_test_clips, cfg.test_crops,
-                 FLAGS.score_average)
-    preds = collect_predictions(model, dataset, log=logging.info)
-    report, cm = summarize(preds["logits"], preds["labels"], preds["video_index"], num_classes,
-                           class_names, score_average=FLAGS.score_average)
+    return cfg
+
+
+def _complete_report(report, cm, cfg, settings):
+    """Add the run's inputs, skipped samples, settings and confusion matrix to ``report`` (from
+    ``summarize``); warn when the videos did not get the expected number of views."""
+    from rnl_keras.data import BadSampleLog
     expected = cfg.views_per_video
     if report["multi_view"]["views_per_video"] != expected:
         logging.warning("evaluate: expected %d views per video, got %s", expected,
@@ -217,13 +279,20 @@ def main(argv):
     report["skipped_bad_samples"] = BadSampleLog.count()
     report["skipped_bad_sample_messages"] = BadSampleLog.messages()[:100]
     report["config"] = {"data_source": FLAGS.data_source, "protocol": FLAGS.protocol,
-                        "num_frames": int(num_frames), "image_size": int(image_size),
+                        "num_frames": int(settings["num_frames"]),
+                        "image_size": int(settings["image_size"]),
                         "trained_image_size": settings["trained_image_size"],
-                        "resize_shorter": resize_shorter, "sampling": FLAGS.sampling,
+                        "resize_shorter": settings["resize_shorter"], "sampling": FLAGS.sampling,
                         "test_clips": cfg.test_clips, "test_crops": cfg.test_crops,
                         "twice_sample": cfg.twice_sample, "views_per_video": expected,
                         "score_average": FLAGS.score_average}
     report["confusion_matrix"] = cm.tolist()
+
+
+def _write_outputs(report, cm, preds, class_names, num_classes):
+    """Write --report, then --predictions (.npz, atomic) and --confusion_png when asked."""
+    from rnl_keras.atomic_io import write_atomic
+    from rnl_keras.evaluation import draw_confusion_matrix, write_report
     write_report(report, FLAGS.report)
     if FLAGS.predictions:
         import numpy as np
@@ -235,9 +304,6 @@ def main(argv):
     if FLAGS.confusion_png:
         names = class_names or [str(i) for i in range(num_classes)]
         draw_confusion_matrix(cm, FLAGS.confusion_png, class_names=names)
-    print(f"videos {report['num_videos']}  single-view top1 {report['single_view']['top1']:.4f} "
-          f"top5 {report['single_view']['top5']:.4f}  multi-view ({expected} views) top1 "
-          f"{report['top1']:.4f} top5 {report['top5']:.4f}  -> {FLAGS.report}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,18 @@ reads its share: the clips of one pass are split between the trainers as they as
 The order is not deterministic (it depends on which worker is faster), so a resumed epoch draws
 its remaining steps from a fresh pass.
 
+A lost worker. When a worker that holds part of a pass dies, TensorFlow's client waits for it
+for ever. The trainer (and ``evaluate.py``) bound every read by ``--data_service_timeout_s``; when
+it passes they end (exit 1) with :func:`stall_report`: the phase, the dispatcher, and the lost
+worker by address, e.g. ``Lost: worker 10.0.0.3:5051 does not answer (ConnectionRefusedError:
+...); the clips it held in this pass are not delivered. Still answering: 10.0.0.2:5051``.
+TensorFlow's Python API lists no workers; :mod:`rnl_keras.data.service_workers` asks the
+dispatcher's own ``GetWorkers`` RPC (every worker registered since it, or its journal, started;
+lost ones stay listed) and probes each address with a bounded TCP connect (the addresses are
+those the trainer reads from, ``--worker_host``). That look-up takes at most ~7 s, parses only a
+protobuf list of ``HOST:PORT`` strings, and fails soft: when the workers cannot be learned the
+message says why and points at the dispatcher's log (``Lost worker HOST:PORT due to timeout``).
+
 Augmentation semantics are those of local input: the shard order of each epoch is a
 permutation drawn from the epoch's seed, and each clip's frame sampling, crop and flip come from
 a stateless seed folded from (seed, shard, position in the shard), so they are a pure function
@@ -244,6 +256,56 @@ def account_bad_samples(ds: tf.data.Dataset, cfg: DataConfig, record_indices) ->
     def payload_of(payload, ok):
         return payload
     return ds.map(handle).filter(keep).map(payload_of)
+
+
+def stall_report(address: str, what: str) -> str:
+    """The message for a stalled service read: no batch from ``address`` in time, and why.
+
+    The trainer (and ``evaluate.py``) call it when ``--data_service_timeout_s`` passes without a
+    batch, just before the process ends; their watchdog prefixes ``<prog>: FAILED: no progress
+    for N s``. It asks the dispatcher for its registered workers and probes each one
+    (:func:`rnl_keras.data.service_workers.survey`, at most ~7 s in all, never raising): a worker
+    that accepts no connection is named as lost. When the workers cannot be learned the message
+    says so and points at the dispatcher's log, as before.
+
+    Args:
+      address: ``grpc://HOST:PORT`` of the dispatcher.
+      what: what the process was doing (``"epoch 1 step 5"``).
+    Returns:
+      The message (one paragraph), naming the phase, the dispatcher and the lost worker(s).
+    """
+    from rnl_keras.data.service_workers import survey
+    head = (f"while {what}: no batch from the tf.data service {address} within "
+            "--data_service_timeout_s.")
+    return f"{head} {workers_report(survey(address), address)}"
+
+
+RERUN = "and rerun (train.py resumes from its last checkpoint)"
+
+
+def workers_report(found: dict, address: str) -> str:
+    """The part of :func:`stall_report` about the workers, from a ``survey`` result."""
+    if "error" in found:
+        return ("The registered workers could not be learned from the dispatcher "
+                f"({found['error']}). A worker holding part of this pass was probably lost: the "
+                "dispatcher's log names it ('Lost worker HOST:PORT'); the clips it held are not "
+                f"delivered. Restart the worker (or check that workers are registered) {RERUN}")
+    workers, lost = found["workers"], found["lost"]
+    if not workers:
+        return ("No worker is registered with the dispatcher: start one ('python "
+                f"pipelines/data_service.py worker --dispatcher={address}') {RERUN}")
+    live = [w for w in workers if w not in lost]
+    if not lost:
+        return (f"All {len(workers)} registered worker(s) answer ({', '.join(workers)}): none "
+                "was lost. A worker may be stalled (a slow or hung file system under the shards) "
+                "or the dispatcher may have lost its state: see their logs, or raise "
+                f"--data_service_timeout_s, {RERUN}")
+    named = "; ".join(f"worker {w} does not answer ({err})" for w, err in lost.items())
+    one = len(lost) == 1
+    rest = f" Still answering: {', '.join(live)}." if live else " No registered worker answers."
+    return (f"Lost: {named}; the clips {'it' if one else 'they'} held in this pass are not "
+            f"delivered.{rest} Restart the lost worker{'' if one else 's'} (same --worker_host "
+            f"and --port) {RERUN}")
 
 
 def service_train_dataset(cfg: DataConfig, batch_size: int, address: str, job_name: str | None,

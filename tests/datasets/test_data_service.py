@@ -5,7 +5,10 @@ found on a worker are counted by the trainer, naming the shard; a worker killed 
 the trainer within --data_service_timeout_s with a message (no hang, no traceback crash) while
 the dispatcher's log names the lost worker; a dispatcher restarted from its work dir is picked
 up again (the pass completes, each clip once); nothing listening fails within a bounded time;
-video input is refused with a message naming the flag; the served graph holds no Python op.
+video input is refused with a message naming the flag; the served graph holds no Python op;
+``stall_report`` names exactly the killed worker (learned from the dispatcher's GetWorkers and a
+TCP probe), fails soft within its bound when nothing answers, and parses nothing but a
+well-formed worker list.
 """
 import json
 import os
@@ -23,6 +26,7 @@ from rnl_keras.data.service import (DataServiceError, check_service_source, serv
                                     served_train_dataset, service_eval_dataset,
                                     service_train_dataset)
 from rnl_keras.data.service_address import DataServiceAddressError, check_service_address
+from rnl_keras.data.service_workers import ServiceWorkersError, decode_workers
 
 from tests.datasets.service_helpers import REPO, Cluster, env, free_port, write_shards
 
@@ -133,7 +137,6 @@ def test_two_epochs_see_every_clip_once(shards, cluster, tmp_path):
         assert record["service_distinct_clips"] == 16, record
         assert record["bad_samples"] == 0
         assert record["val_videos"] == 8, record
-    assert "the tf.data service delivered 16 clip(s) to this trainer, 16 distinct" in out
     # evaluate.py --data_service: every validation video once, scores averaged per video.
     report = tmp_path / "report.json"
     ev = subprocess.run([sys.executable, os.path.join(REPO, "pipelines", "evaluate.py"),
@@ -203,7 +206,8 @@ def test_dispatcher_restarted_from_work_dir_is_picked_up(shards, cluster):
 def test_worker_killed_mid_epoch_stops_trainer_with_message(tmp_path):
     """Worker A holds part of the pass when it is killed (B joined later): TensorFlow's client
     then waits for A's task forever; the trainer ends within --data_service_timeout_s with exit
-    1 and a message naming the dispatcher and the step, and the dispatcher's log names A."""
+    1 and a message naming the dispatcher, the step and A as the lost worker (B as answering),
+    and the dispatcher's log names A."""
     write_shards(str(tmp_path / "many"), 400, 80, 4, frames=4)   # ~20 s of training
     c = Cluster(tmp_path)
     try:
@@ -222,7 +226,7 @@ def test_worker_killed_mid_epoch_stops_trainer_with_message(tmp_path):
             stderr=subprocess.STDOUT)
         try:
             c.wait_for_log(a, "1 task(s) running", timeout=120)
-            c.start_worker()
+            b_addr = _worker_address(c, c.start_worker())
             c.wait_for_log(c.dispatcher, "2 worker(s) registered")
             a.kill()
             t_kill = time.monotonic()
@@ -237,6 +241,121 @@ def test_worker_killed_mid_epoch_stops_trainer_with_message(tmp_path):
         assert took < 120, took
         assert f"no batch from the tf.data service {c.address}" in out, out[-3000:]
         assert "epoch 1 step" in out
+        last = [ln for ln in out.splitlines() if "FAILED" in ln][-1]
+        assert f"worker {a_addr} does not answer" in last, last
+        assert f"worker {b_addr} does not answer" not in last, last
+        assert f"Still answering: {b_addr}." in last, last
         assert f"Lost worker {a_addr}" in c.wait_for_log(c.dispatcher, "Lost worker", timeout=30)
     finally:
         c.close()
+
+
+def _worker_address(cluster, proc) -> str:
+    log = cluster.wait_for_log(proc, "serving")
+    return log.split("worker ")[1].split(" of dispatcher")[0]
+
+
+def test_stall_report_names_the_killed_worker(shards, cluster):
+    """Kill worker A while a pass is being read: stall_report names A as lost (and only A), B as
+    still answering; the dispatcher's own log marks A lost by address."""
+    from rnl_keras.data.service import stall_report
+    a, b = cluster.workers
+    a_addr, b_addr = _worker_address(cluster, a), _worker_address(cluster, b)
+    it = iter(service_train_dataset(_cfg(str(shards / "train" / "*.tfrecord")), 1,
+                                    cluster.address, None, 20))
+    for _ in range(2):
+        next(it)
+    live = stall_report(cluster.address, "epoch 1 step 2")
+    assert "All 2 registered worker(s) answer" in live, live
+    a.kill()
+    a.wait(10)
+    t0 = time.monotonic()
+    msg = stall_report(cluster.address, "epoch 1 step 3")
+    assert time.monotonic() - t0 < 10
+    assert msg.startswith(f"while epoch 1 step 3: no batch from the tf.data service "
+                          f"{cluster.address}"), msg
+    assert f"worker {a_addr} does not answer" in msg, msg
+    assert f"worker {b_addr} does not answer" not in msg, msg
+    assert f"Still answering: {b_addr}." in msg, msg
+    cluster.wait_for_log(cluster.dispatcher, f"{a_addr} (does not answer: lost)", timeout=30)
+
+
+def test_stall_report_fails_soft_when_nothing_answers():
+    """No dispatcher: the message says the workers could not be learned, names the address and
+    points at the dispatcher's log, within its bound (no exception)."""
+    from rnl_keras.data.service import stall_report
+    port = free_port()
+    t0 = time.monotonic()
+    msg = stall_report(f"grpc://127.0.0.1:{port}", "epoch 2 step 7")
+    assert time.monotonic() - t0 < 10
+    assert "could not be learned from the dispatcher" in msg, msg
+    assert f"127.0.0.1:{port}" in msg and "'Lost worker HOST:PORT'" in msg, msg
+
+
+def _ld(field: int, payload: bytes) -> bytes:
+    """One length-delimited protobuf field (tag, varint length < 128, payload)."""
+    assert len(payload) < 128
+    return bytes([field << 3 | 2, len(payload)]) + payload
+
+
+def test_worker_list_parsing_accepts_only_host_port():
+    """GetWorkersResponse bytes written by hand (field 1: WorkerInfo {1: address, 2: id}) decode
+    to the addresses; garbage, a non-HOST:PORT address or an out-of-range port is refused."""
+    info = lambda addr, wid: _ld(1, _ld(1, addr) + bytes([2 << 3, wid]))  # noqa: E731
+    raw = info(b"127.0.0.1:5051", 7) + info(b"worker-b.example:6000", 8) + info(b"[::1]:7000", 9)
+    assert decode_workers(raw) == ["127.0.0.1:5051", "worker-b.example:6000", "[::1]:7000"]
+    assert decode_workers(b"") == []
+    for bad in (info(b"rm -rf /:1", 1), info(b"host:99999", 1), info(b"host", 1),
+                b"\x0a\x7f\x01", _ld(1, b"\x0a\x02\xff\xfe")):
+        with pytest.raises(ServiceWorkersError):
+            decode_workers(bad)
+
+
+def test_workers_report_cases():
+    """The worker part of the stall message for each survey outcome: several lost (plural, each
+    named, none answering), none registered, every one answering."""
+    from rnl_keras.data.service import workers_report
+    both = workers_report({"workers": ["h1:1", "h2:2"],
+                           "lost": {"h1:1": "ConnectionRefusedError: refused",
+                                    "h2:2": "TimeoutError: timed out"}}, "grpc://d:5")
+    assert both.startswith("Lost: worker h1:1 does not answer (ConnectionRefusedError: refused); "
+                           "worker h2:2 does not answer (TimeoutError: timed out); the clips they "
+                           "held"), both
+    assert "No registered worker answers." in both and "lost workers (same" in both
+    assert "No worker is registered" in workers_report({"workers": [], "lost": {}}, "grpc://d:5")
+    live = workers_report({"workers": ["h1:1"], "lost": {}}, "grpc://d:5")
+    assert live.startswith("All 1 registered worker(s) answer (h1:1): none was lost"), live
+
+
+def test_evaluate_without_workers_stops_naming_why(shards, tmp_path):
+    """evaluate.py --data_service against a dispatcher with no worker: no batch ever comes; it
+    ends (exit 1) soon after --data_service_timeout_s, its last line saying no worker is
+    registered (the message is built by stall_report only when the limit passes)."""
+    import keras
+
+    from rnl_keras.models import tsm_resnet50
+    keras.utils.set_random_seed(0)
+    tsm_resnet50(4, num_frames=4, attention="none", image_size=28, stage_blocks=(1, 1, 1, 1),
+                 base_width=8).save(tmp_path / "m.keras")
+    c = Cluster(tmp_path)
+    try:
+        c.start_dispatcher()
+        c.wait_for_log(c.dispatcher, "0 worker(s) registered")
+        t0 = time.monotonic()
+        ev = subprocess.run([sys.executable, os.path.join(REPO, "pipelines", "evaluate.py"),
+                             f"--model={tmp_path / 'm.keras'}", "--data_source=tfrecord",
+                             f"--list_file={shards}/val/*.tfrecord", "--resize_shorter=32",
+                             f"--report={tmp_path / 'r.json'}", f"--data_service={c.address}",
+                             "--data_service_timeout_s=3"], cwd=REPO, env=env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=120)
+        took = time.monotonic() - t0
+    finally:
+        c.close()
+    last = ev.stdout.strip().splitlines()[-1]
+    assert ev.returncode == 1, ev.stdout[-3000:]
+    assert took < 90, took
+    assert last.startswith("evaluate.py: FAILED: no progress for 3 s while reading batch 1: no "
+                           f"batch from the tf.data service {c.address}"), last
+    assert "No worker is registered with the dispatcher" in last, last
+    assert not (tmp_path / "r.json").exists()

@@ -182,3 +182,44 @@ def _labels(tmp_path):
     path = tmp_path / "labels.txt"
     path.write_text("\n".join(LABELS) + "\n", encoding="utf-8")
     return str(path)
+
+
+def test_broken_clip_with_raise_exits_promptly_naming_it(tmp_path):
+    """A clip cut to half its bytes with --on_bad_sample=raise: exit 1 within a bound, the last
+    line naming the clip (before: the traceback, then a hang at 0 % CPU in the video pipeline's
+    teardown, for ever); with skip the run ends 0 and counts it."""
+    import time
+
+    from rnl_keras.data.synthetic import write_synthetic_dataset
+    from rnl_keras.models import tsm_resnet50
+    data = write_synthetic_dataset(str(tmp_path / "data"), num_train=0, num_val=12, num_frames=24,
+                                   size=(32, 48), seed=0, num_classes=K)
+    keras.utils.set_random_seed(0)
+    tsm_resnet50(K, num_frames=T, attention="rnl", image_size=S, stage_blocks=(1, 1, 1, 1),
+                 base_width=8, placement=(("res3", 0),)).save(tmp_path / "m.keras")
+    with open(data["val_list"]) as f:
+        broken = os.path.join(data["root"], f.read().splitlines()[7].split()[0])
+    with open(broken, "rb") as f:
+        head = f.read()
+    with open(broken, "wb") as f:
+        f.write(head[:len(head) // 2])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    args = [sys.executable, os.path.join(REPO, "pipelines", "evaluate.py"),
+            f"--model={tmp_path / 'm.keras'}", f"--list_file={data['val_list']}",
+            f"--data_root={data['root']}", "--batch_size=2", f"--report={tmp_path / 'r.json'}"]
+    t0 = time.monotonic()
+    proc = subprocess.run(args + ["--on_bad_sample=raise"], capture_output=True, text=True,
+                          env=env, timeout=150)   # the hang was for ever
+    assert time.monotonic() - t0 < 150
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("evaluate.py: FAILED [while evaluating --list_file="), last
+    assert f"bad sample {broken}" in last and last.endswith("(exit 1)"), last
+    assert not (tmp_path / "r.json").exists()
+    proc = subprocess.run(args + ["--on_bad_sample=skip"], capture_output=True, text=True,
+                          env=env, timeout=150)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "r.json") as f:
+        report = json.load(f)
+    assert (report["num_videos"], report["skipped_bad_samples"]) == (11, 1)
+    assert broken in report["skipped_bad_sample_messages"][0]

@@ -1,4 +1,9 @@
-"""The one configuration object of the input pipeline."""
+"""The one configuration object of the input pipeline: :class:`DataConfig`.
+
+Every reader of clips (training and evaluation datasets, list-file checks, shard preparation, the
+tf.data service) takes a ``DataConfig``: where the clips come from, how frames are sampled and how
+clips are augmented or cropped for test. The supported sources and video extensions live here too.
+"""
 from __future__ import annotations
 
 import dataclasses

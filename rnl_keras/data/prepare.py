@@ -1,4 +1,10 @@
-"""Convert a video or frame-folder list into TFRecord shards (the engine of ``prepare_data.py``)."""
+"""Convert a video or frame-folder list into TFRecord shards (the engine of ``prepare_data.py``).
+
+Shards are written by ``num_workers`` processes, each through a temporary file and a rename; a
+rerun keeps the shards whose manifest entry (byte size, record count) still matches and rewrites
+the others, so an interrupted preparation resumes. The shard format is
+:mod:`rnl_keras.data.tfrecord`.
+"""
 from __future__ import annotations
 
 import concurrent.futures as cf

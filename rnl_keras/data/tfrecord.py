@@ -155,11 +155,6 @@ def shard_status(path: str) -> str | None:
     return check_shard(path, manifest)[1]
 
 
-def shard_is_complete(path: str) -> bool:
-    """True when :func:`shard_status` finds nothing to redo."""
-    return shard_status(path) is None
-
-
 def remove_stale_temporaries(output_dir: str, prefix: str) -> list[str]:
     """Delete ``<prefix>-*.tmp-<pid>`` files (shards / manifests) of processes no longer running.
 

@@ -1,4 +1,9 @@
-"""Evaluation: NumPy metrics, view averaging, JSON report and confusion-matrix PNG."""
+"""Evaluation of trained video classifiers (the library behind ``pipelines/evaluate.py``).
+
+NumPy metrics (top-k, per-class and mean class accuracy, confusion matrix), averaging of the views
+of a video, the paper's test protocols as presets, re-laying a model at another crop size, the
+JSON report and the confusion-matrix PNG.
+"""
 from rnl_keras.evaluation.confusion import draw_confusion_matrix
 from rnl_keras.evaluation.evaluator import collect_predictions, summarize, write_report
 from rnl_keras.evaluation.metrics import (average_views, confusion_matrix, first_view,

@@ -1,4 +1,9 @@
-"""Class-name files: one name a line, line i (0-based, blank lines skipped) = class i."""
+"""Class-name files: one name a line, line i (0-based, blank lines skipped) = class i.
+
+Read and checked against the model's number of classes for the export (``assets/labels.txt``),
+the predictor and the serving client; the Kinetics-400 names ship with the package and are the
+default for 400-class models.
+"""
 from __future__ import annotations
 
 import os
@@ -48,8 +53,3 @@ def resolve_labels(path: str | None, num_classes: int) -> tuple[list[str], str]:
         raise LabelsError(f"labels file {path!r} has {len(names)} names, the model has "
                           f"{num_classes} classes")
     return names, path
-
-
-def write_labels(path: str, names) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write("\n".join(names) + "\n")

@@ -1,4 +1,9 @@
-"""The attention chain of paper Section III-D: channel attention, then the RNL block."""
+"""The attention chain of paper Section III-D: channel attention, then the RNL block.
+
+``SEChain`` is the "+5 [SE+RNL]" block of Table III (the paper's additive SE before the RNL), or,
+with ``channel_attention="gate"``, the release's channel gate before it; the model builder puts one
+at every attention position when ``attention="se+rnl"``.
+"""
 import keras
 
 from rnl_keras.layers.channel_attention import ChannelGate, SqueezeExcite

@@ -21,7 +21,6 @@ The walk follows the functional graph node by node; tensors carry a "rows per cl
 layers are counted T times per clip. Attention blocks are counted from their config and input
 shape (``layer_macs``).
 """
-import math
 
 import keras
 import numpy as np
@@ -206,18 +205,3 @@ def profile_models(attentions, num_frames=8, image_size=224, num_classes=400, rn
         del model
         keras.backend.clear_session()
     return results
-
-
-def gmacs(value):
-    return value / 1e9
-
-
-def paper_deviation(attention, gmac_value):
-    """Relative difference to Table III's GMACs (None for a model not in the table)."""
-    if attention not in TABLE_III:
-        return None
-    return gmac_value / TABLE_III[attention][0] - 1.0
-
-
-def is_close(a, b, rel):
-    return math.isclose(a, b, rel_tol=rel)

@@ -9,7 +9,7 @@ import tensorflow as tf
 from PIL import Image
 
 from rnl_keras.data import (BadSampleLog, DataConfig, ListFileError, make_eval_dataset,
-                            make_train_dataset, validate_list_file)
+                            make_train_dataset, report_bad_samples, validate_list_file)
 from rnl_keras.data.synthetic import render_clip, write_video
 
 DATA = pathlib.Path(__file__).resolve().parents[1] / "data"
@@ -261,13 +261,10 @@ def test_eval_skips_bad_videos_and_keeps_indices(tmp_path, synthetic):
     assert vi == [0, 2] and BadSampleLog.count() == 1
 
 
-def test_epoch_end_report(tmp_path, synthetic):
-    from rnl_keras.data.callbacks import BadSampleReport
-    cb = BadSampleReport()
+def test_epoch_end_report():
+    # What the trainer prints at the end of every epoch (rnl_keras.data.report_bad_samples).
     BadSampleLog.record("x.mp4", "file not found")
-    logs = {}
-    cb.on_epoch_end(0, logs)
-    assert "epoch 1: 1 bad sample(s) skipped this epoch, 1 in total" == cb.last_message
-    assert logs["bad_samples"] == 1.0
-    cb.on_epoch_end(1, {})
-    assert cb.last_message.startswith("epoch 2: 0 bad sample(s)")
+    assert report_bad_samples(1) == "epoch 1: 1 bad sample(s) skipped this epoch, 1 in total"
+    seen = BadSampleLog.count()
+    assert (report_bad_samples(2, since=seen)
+            == "epoch 2: 0 bad sample(s) skipped this epoch, 1 in total")

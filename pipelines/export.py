@@ -94,49 +94,54 @@ def at_export_size(model):
     return model, default_resize_shorter(size, trained)
 
 
-def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    import logging as pylogging
-
-    import numpy as np
-    # TensorFlow's INFO records (e.g. one line listing every captured variable of a signature)
-    # would drown the export log at absl's default INFO verbosity.
-    pylogging.getLogger("tensorflow").setLevel(pylogging.WARNING)
-
-    from rnl_keras.export import ExportError, LabelsError, TFLiteExportError, export_model
+def check_flags():
+    """Refuse a negative --max_frame_size and an unwritable destination before the model loads."""
+    from rnl_keras.export import ExportError
     from rnl_keras.export.destination import check_destination
-    from rnl_keras.export.predictor import VideoReadError, read_clip
     if FLAGS.max_frame_size < 0:
         raise app.UsageError(f"--max_frame_size={FLAGS.max_frame_size}: must be >= 0 (0: no cap)")
     try:   # before loading the model: an unwritable destination is refused at once
         check_destination(FLAGS.export_dir, FLAGS.name)
     except ExportError as e:
         raise app.UsageError(str(e)) from None
-    model = load_keras_model(FLAGS.model)
-    model, resize_shorter = at_export_size(model)
-    clips = None
-    if FLAGS.parity_videos:
-        t = FLAGS.num_frames or model.inputs[0].shape[1]
-        try:
-            frames = [read_clip(v, int(t)) for v in FLAGS.parity_videos]
-        except VideoReadError as e:
-            raise app.UsageError(f"--parity_videos: {e}") from None
-        shapes = {f.shape for f in frames}
-        if len(shapes) > 1:   # the batch needs one frame size: centre-crop to the smallest
-            h = min(s[1] for s in shapes)
-            w = min(s[2] for s in shapes)
-            frames = [f[:, (f.shape[1] - h) // 2:(f.shape[1] - h) // 2 + h,
-                        (f.shape[2] - w) // 2:(f.shape[2] - w) // 2 + w] for f in frames]
-        clips = np.stack(frames)
+
+
+def read_parity_clips(model):
+    """The --parity_videos as one uint8 batch ``(N, T, H, W, 3)`` (None when there are none).
+
+    Videos of different frame sizes are centre-cropped to the smallest height and width.
+    """
+    import numpy as np
+
+    from rnl_keras.export.predictor import VideoReadError, read_clip
+    if not FLAGS.parity_videos:
+        return None
+    t = FLAGS.num_frames or model.inputs[0].shape[1]
     try:
-        report = export_model(model, FLAGS.export_dir, FLAGS.name, FLAGS.labels,
-                              num_frames=FLAGS.num_frames, image_size=FLAGS.image_size,
-                              resize_shorter=resize_shorter, top_k=FLAGS.top_k,
-                              max_frame_size=FLAGS.max_frame_size,
-                              tflite=FLAGS.tflite, parity_clips=clips,
-                              num_parity_clips=FLAGS.num_parity_clips, tolerance=FLAGS.tolerance,
-                              source=os.path.abspath(FLAGS.model), log=logging.info)
+        frames = [read_clip(v, int(t)) for v in FLAGS.parity_videos]
+    except VideoReadError as e:
+        raise app.UsageError(f"--parity_videos: {e}") from None
+    shapes = {f.shape for f in frames}
+    if len(shapes) > 1:   # the batch needs one frame size: centre-crop to the smallest
+        h = min(s[1] for s in shapes)
+        w = min(s[2] for s in shapes)
+        frames = [f[:, (f.shape[1] - h) // 2:(f.shape[1] - h) // 2 + h,
+                    (f.shape[2] - w) // 2:(f.shape[2] - w) // 2 + w] for f in frames]
+    return np.stack(frames)
+
+
+def run_export(model, resize_shorter, clips):
+    """``export_model`` with the flags; returns its report. A labels problem is a usage error;
+    a failed export (or an OS error such as a full disk) logs one line and exits 1."""
+    from rnl_keras.export import ExportError, LabelsError, TFLiteExportError, export_model
+    try:
+        return export_model(model, FLAGS.export_dir, FLAGS.name, FLAGS.labels,
+                            num_frames=FLAGS.num_frames, image_size=FLAGS.image_size,
+                            resize_shorter=resize_shorter, top_k=FLAGS.top_k,
+                            max_frame_size=FLAGS.max_frame_size,
+                            tflite=FLAGS.tflite, parity_clips=clips,
+                            num_parity_clips=FLAGS.num_parity_clips, tolerance=FLAGS.tolerance,
+                            source=os.path.abspath(FLAGS.model), log=logging.info)
     except LabelsError as e:
         raise app.UsageError(str(e)) from None
     except (ExportError, TFLiteExportError) as e:
@@ -145,6 +150,10 @@ def main(argv):
     except OSError as e:   # e.g. the disk filled up while writing: one line, non-zero exit
         logging.error("export failed: %s: %s", type(e).__name__, e)
         sys.exit(1)
+
+
+def export_summary(report):
+    """The figures printed at the end: version, files, parity and the report file's path."""
     p = report["saved_model_parity"]
     summary = {
         "name": report["name"], "version": report["version"], "files": report["files"],
@@ -157,7 +166,22 @@ def main(argv):
             report["tflite"]["float"]["max_abs_prob_diff"]
         summary["tflite_dynamic_top1_agreement"] = report["tflite"]["dynamic"]["top1_agreement"]
     summary["report"] = report["report_file"]
-    print(json.dumps(summary, indent=2))
+    return summary
+
+
+def main(argv):
+    """Check the flags, load the model (at --image_size), export it and print the summary JSON."""
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    import logging as pylogging
+    # TensorFlow's INFO records (e.g. one line listing every captured variable of a signature)
+    # would drown the export log at absl's default INFO verbosity.
+    pylogging.getLogger("tensorflow").setLevel(pylogging.WARNING)
+    check_flags()
+    model = load_keras_model(FLAGS.model)
+    model, resize_shorter = at_export_size(model)
+    report = run_export(model, resize_shorter, read_parity_clips(model))
+    print(json.dumps(export_summary(report), indent=2))
 
 
 if __name__ == "__main__":

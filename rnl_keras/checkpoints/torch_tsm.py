@@ -97,10 +97,6 @@ def _normalize(state_dict) -> tuple[dict, dict]:
     return arrays, originals
 
 
-def _torch_block(stage: str, index: int) -> str:
-    return f"layer{STAGE_TO_TORCH[stage]}.{index}"
-
-
 def detect_configuration(state_dict) -> dict:
     """Read the model configuration from a (released-layout) state dict's key names.
 
@@ -197,6 +193,48 @@ def _penta_shape(channels, kernel_size):
     return (channels, channels // groups) + tuple(kernel_size)
 
 
+_BLOCK_LAYER = re.compile(r"conv(\d)_block(\d+)_(\d)_(conv|bn)")   # a bottleneck's conv / BN
+_IN_BLOCK = re.compile(r"conv(\d)_block(\d+)_")                     # any layer of a bottleneck
+
+
+def _attention_types() -> tuple:
+    """The layer classes torch holds as a bottleneck's ``cg`` / ``nl`` (imported when needed)."""
+    from rnl_keras.layers import ChannelGate, NonLocal, RegionNonLocal
+
+    return (ChannelGate, NonLocal, RegionNonLocal)
+
+
+class _Layout:
+    """The entries and optional keys :func:`released_layout` collects, and how blocks are named."""
+
+    def __init__(self, wrapped: set, shift: bool):
+        self.entries: list = []
+        self.optional: set = set()
+        self.wrapped = wrapped      # (stage, block) that torch wraps as ``.block``
+        self.shift = shift
+
+    def block_prefix(self, stage: int, block: int) -> str:
+        """torch prefix of Keras ``conv{stage}_block{block}`` (with ``.block`` when wrapped)."""
+        base = f"layer{stage - 1}.{block - 1}"
+        return base + ".block" if (stage, block) in self.wrapped else base
+
+    def add_bn(self, prefix: str, bn) -> None:
+        """The four BatchNorm keys of ``prefix``; its ``num_batches_tracked`` is optional."""
+        self.entries.extend(_bn_entries(prefix, bn))
+        self.optional.add(f"{prefix}.num_batches_tracked")
+
+
+def _wrapped_blocks(model, attention_types: tuple) -> set:
+    """(stage, block) of the bottlenecks followed by a gate or attention block: torch's
+    ``NL3DWrapper`` holds them as ``.block``."""
+    wrapped = set()
+    for layer in model.layers:
+        m = _IN_BLOCK.match(layer.name)
+        if m and isinstance(layer, attention_types):
+            wrapped.add((int(m.group(1)), int(m.group(2))))
+    return wrapped
+
+
 def released_layout(model, shift=True, classifier="new_fc") -> tuple[list, set]:
     """The torch keys a released-layout checkpoint must hold for ``model``.
 
@@ -204,91 +242,103 @@ def released_layout(model, shift=True, classifier="new_fc") -> tuple[list, set]:
     with ``variable=None``), and the keys that may be present and are ignored
     (``num_batches_tracked``).
     """
-    from rnl_keras.layers import ChannelGate, NonLocal, RegionNonLocal
-
-    attention_types = (ChannelGate, NonLocal, RegionNonLocal)
-    wrapped = set()      # blocks followed by a gate or attention block: torch wraps them (.block)
+    attention_types = _attention_types()
+    layout = _Layout(_wrapped_blocks(model, attention_types), shift)
     for layer in model.layers:
-        m = re.match(r"conv(\d)_block(\d+)_", layer.name)
-        if m and isinstance(layer, attention_types):
-            wrapped.add((int(m.group(1)), int(m.group(2))))
-    entries, optional = [], set()
+        if layer.weights:
+            _add_layer(layout, layer, classifier, attention_types)
+    return layout.entries, layout.optional
 
-    def block_prefix(stage, block):
-        base = f"layer{stage - 1}.{block - 1}"
-        return base + ".block" if (stage, block) in wrapped else base
 
-    def add_bn(prefix, bn):
-        entries.extend(_bn_entries(prefix, bn))
-        optional.add(f"{prefix}.num_batches_tracked")
-
-    for layer in model.layers:
-        if not layer.weights:
-            continue
-        name = layer.name
-        if name == "conv1_conv":
-            entries.append(_conv_entry("conv1.weight", layer.kernel))
-            continue
-        if name == "conv1_bn":
-            add_bn("bn1", layer)
-            continue
-        if name == "fc":
-            if classifier is None:
-                classifier = "new_fc"
-            entries.extend(_dense_entries(classifier, layer, "linear"))
-            continue
-        m = re.fullmatch(r"conv(\d)_block(\d+)_(\d)_(conv|bn)", name)
-        if m:
-            stage, block, part, what = int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4)
-            prefix = block_prefix(stage, block)
-            if part == 0:
-                torch_name = "downsample.0" if what == "conv" else "downsample.1"
-            elif what == "conv":
-                torch_name = "conv1.net" if part == 1 and shift else f"conv{part}"
-            else:
-                torch_name = f"bn{part}"
-            if what == "conv":
-                if layer.bias is not None:
-                    raise CheckpointError(f"layer {name} has a conv bias; the released ResNet has "
-                                          "none (build with use_conv_bias=False)")
-                entries.append(_conv_entry(f"{prefix}.{torch_name}.weight", layer.kernel))
-            else:
-                add_bn(f"{prefix}.{torch_name}", layer)
-            continue
-        m = re.match(r"conv(\d)_block(\d+)_", name)
+def _add_layer(layout: _Layout, layer, classifier, attention_types: tuple) -> None:
+    """Add the keys of one Keras layer with weights; :class:`CheckpointError` when the released
+    layout has no counterpart for it."""
+    name = layer.name
+    if name == "conv1_conv":
+        layout.entries.append(_conv_entry("conv1.weight", layer.kernel))
+    elif name == "conv1_bn":
+        layout.add_bn("bn1", layer)
+    elif name == "fc":
+        prefix = "new_fc" if classifier is None else classifier
+        layout.entries.extend(_dense_entries(prefix, layer, "linear"))
+    elif (m := _BLOCK_LAYER.fullmatch(name)):
+        _add_bottleneck_layer(layout, layer, m)
+    else:
+        m = _IN_BLOCK.match(name)
         if not m or not isinstance(layer, attention_types):
             raise CheckpointError(f"layer {name!r} ({type(layer).__name__}) has weights but no "
                                   "counterpart in the released checkpoint layout")
-        base = f"layer{int(m.group(1)) - 1}.{int(m.group(2)) - 1}"
-        if isinstance(layer, RegionNonLocal):
-            if layer.aggregation != "conv" or layer.similarity != "gaussian" or layer.key_subsample:
-                raise CheckpointError(f"{name}: the release has aggregation='conv', "
-                                      "similarity='gaussian', key_subsample=False")
-            p = f"{base}.nl"
-            entries.extend(_dense_entries(f"{p}.theta", layer.theta, "conv3d"))
-            shape = _penta_shape(layer.inter_channels, layer.kernel_size)
-            entries.append(_Entry(f"{p}.penta.weight", layer.f_theta_kernel, "penta", shape))
-            entries.append(_Entry(f"{p}.penta.mask", None, "mask", shape))
-            entries.extend(_dense_entries(f"{p}.W.0", layer.w_z, "conv3d"))
-            add_bn(f"{p}.W.1", layer.bn)
-        elif isinstance(layer, NonLocal):
-            p = f"{base}.nl"
-            sub = ".0" if layer.subsample else ""
-            entries.extend(_dense_entries(f"{p}.theta", layer.theta, "conv3d"))
-            entries.extend(_dense_entries(f"{p}.phi{sub}", layer.phi, "conv3d"))
-            entries.extend(_dense_entries(f"{p}.g{sub}", layer.g, "conv3d"))
-            entries.extend(_dense_entries(f"{p}.W.0", layer.w, "conv3d"))
-            add_bn(f"{p}.W.1", layer.bn)
-        elif isinstance(layer, ChannelGate):
-            p = f"{base}.cg"
-            entries.extend(_dense_entries(f"{p}.W_k", layer.w_k, "conv3d"))
-            entries.extend(_dense_entries(f"{p}.W_v1", layer.w_v1, "linear"))
-            add_bn(f"{p}.bn1", layer.bn1)
-            entries.extend(_dense_entries(f"{p}.W_v2", layer.w_v2, "linear"))
-        else:
-            raise CheckpointError(f"layer {name!r} ({type(layer).__name__}) has no counterpart "
-                                  "in the released checkpoint layout")
-    return entries, optional
+        _add_attention(layout, layer, f"layer{int(m.group(1)) - 1}.{int(m.group(2)) - 1}")
+
+
+def _torch_bottleneck_name(part: int, what: str, shift: bool) -> str:
+    """torch name of a bottleneck's ``conv`` / ``bn`` number ``part`` (0: the shortcut's)."""
+    if part == 0:
+        return "downsample.0" if what == "conv" else "downsample.1"
+    if what == "conv":
+        return "conv1.net" if part == 1 and shift else f"conv{part}"
+    return f"bn{part}"
+
+
+def _add_bottleneck_layer(layout: _Layout, layer, match) -> None:
+    """Add the keys of a bottleneck's conv or BN (``match``: :data:`_BLOCK_LAYER` on its name)."""
+    stage, block, part, what = (int(match.group(1)), int(match.group(2)), int(match.group(3)),
+                                match.group(4))
+    prefix = layout.block_prefix(stage, block)
+    torch_name = _torch_bottleneck_name(part, what, layout.shift)
+    if what != "conv":
+        layout.add_bn(f"{prefix}.{torch_name}", layer)
+        return
+    if layer.bias is not None:
+        raise CheckpointError(f"layer {layer.name} has a conv bias; the released ResNet has "
+                              "none (build with use_conv_bias=False)")
+    layout.entries.append(_conv_entry(f"{prefix}.{torch_name}.weight", layer.kernel))
+
+
+def _add_attention(layout: _Layout, layer, base: str) -> None:
+    """Add the keys of the gate (``{base}.cg``) or attention block (``{base}.nl``) ``layer``."""
+    from rnl_keras.layers import ChannelGate, NonLocal, RegionNonLocal
+
+    if isinstance(layer, RegionNonLocal):
+        _add_region_nonlocal(layout, layer, f"{base}.nl")
+    elif isinstance(layer, NonLocal):
+        _add_nonlocal(layout, layer, f"{base}.nl")
+    elif isinstance(layer, ChannelGate):
+        _add_channel_gate(layout, layer, f"{base}.cg")
+    else:
+        raise CheckpointError(f"layer {layer.name!r} ({type(layer).__name__}) has no counterpart "
+                              "in the released checkpoint layout")
+
+
+def _add_region_nonlocal(layout: _Layout, layer, p: str) -> None:
+    """RNL keys: ``theta``, the masked grouped ``penta`` (weight, mask), ``W.0``, ``W.1`` (BN)."""
+    if layer.aggregation != "conv" or layer.similarity != "gaussian" or layer.key_subsample:
+        raise CheckpointError(f"{layer.name}: the release has aggregation='conv', "
+                              "similarity='gaussian', key_subsample=False")
+    layout.entries.extend(_dense_entries(f"{p}.theta", layer.theta, "conv3d"))
+    shape = _penta_shape(layer.inter_channels, layer.kernel_size)
+    layout.entries.append(_Entry(f"{p}.penta.weight", layer.f_theta_kernel, "penta", shape))
+    layout.entries.append(_Entry(f"{p}.penta.mask", None, "mask", shape))
+    layout.entries.extend(_dense_entries(f"{p}.W.0", layer.w_z, "conv3d"))
+    layout.add_bn(f"{p}.W.1", layer.bn)
+
+
+def _add_nonlocal(layout: _Layout, layer, p: str) -> None:
+    """Non-local keys: ``theta``, ``phi`` / ``g`` (``.0`` when max-pool sub-sampled), ``W``."""
+    sub = ".0" if layer.subsample else ""
+    layout.entries.extend(_dense_entries(f"{p}.theta", layer.theta, "conv3d"))
+    layout.entries.extend(_dense_entries(f"{p}.phi{sub}", layer.phi, "conv3d"))
+    layout.entries.extend(_dense_entries(f"{p}.g{sub}", layer.g, "conv3d"))
+    layout.entries.extend(_dense_entries(f"{p}.W.0", layer.w, "conv3d"))
+    layout.add_bn(f"{p}.W.1", layer.bn)
+
+
+def _add_channel_gate(layout: _Layout, layer, p: str) -> None:
+    """Channel-gate keys: ``W_k`` (Conv3d), ``W_v1`` (Linear), ``bn1``, ``W_v2`` (Linear)."""
+    layout.entries.extend(_dense_entries(f"{p}.W_k", layer.w_k, "conv3d"))
+    layout.entries.extend(_dense_entries(f"{p}.W_v1", layer.w_v1, "linear"))
+    layout.add_bn(f"{p}.bn1", layer.bn1)
+    layout.entries.extend(_dense_entries(f"{p}.W_v2", layer.w_v2, "linear"))
 
 
 # --------------------------------------------------------------------------- conversion

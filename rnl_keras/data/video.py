@@ -202,14 +202,10 @@ def _decode(path, wanted, max_shorter, seek) -> tuple[dict, int, bool]:
 def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.ndarray:
     """Decode the frames ``indices`` (0-based, any order, repeats allowed) of a video file.
 
-    The first read of a file in a process decodes from the start and checks that frame timestamps
-    match decode order; if they do, later reads seek (frame-exact), otherwise (e.g. packed B-frames
-    in old AVIs) the file is always decoded in order.
-
     Args:
       path: video file (mp4, avi, webm, mkv, mpg, ...).
       indices: frame indices; indices past the last decodable frame (header overstates the count)
-        are rescaled onto the frames that exist.
+        are rescaled onto the frames that exist (:func:`_substitute_past_end`).
       max_shorter: when given, frames whose shorter side exceeds it are downscaled to it (swscale).
 
     Returns:
@@ -218,11 +214,35 @@ def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.
     Raises:
       BadSampleError: the file is missing, empty, not a video, corrupt, or yields no frames.
     """
+    indices = _checked_indices(indices)
+    got, last = _decode_requested(path, indices, max_shorter)
+    missing = sorted({i for i in indices if i not in got})
+    if missing:
+        _substitute_past_end(path, indices, missing, got, last, max_shorter)
+    frames = [got[i] for i in indices]
+    shapes = {f.shape for f in frames}
+    if len(shapes) != 1:
+        raise BadSampleError(path, f"frame size changes inside the video: {sorted(shapes)}")
+    return np.stack(frames)
+
+
+def _checked_indices(indices) -> list[int]:
+    """``indices`` as a flat list of ints; ``ValueError`` when empty or negative."""
     indices = [int(i) for i in np.asarray(indices).reshape(-1)]
     if not indices:
         raise ValueError("read_video_frames: no indices")
     if min(indices) < 0:
         raise ValueError(f"read_video_frames: negative index in {indices}")
+    return indices
+
+
+def _decode_requested(path: str, indices: list, max_shorter) -> tuple[dict, int]:
+    """Decode ``indices``; returns ({index: rgb}, last decoded index).
+
+    The first read of a file in a process decodes from the start and checks that frame timestamps
+    match decode order; if they do, later reads seek (frame-exact), otherwise (e.g. packed B-frames
+    in old AVIs) the file is always decoded in order.
+    """
     with _lock:
         seekable = _seekable.get(path)
     if seekable:
@@ -235,54 +255,50 @@ def read_video_frames(path: str, indices, max_shorter: int | None = None) -> np.
         got, last, consistent = _decode(path, indices, max_shorter, seek=False)
         with _lock:
             _seekable[path] = consistent
-    missing = sorted({i for i in indices if i not in got})
-    if missing:
-        true_n = last + 1
-        if true_n <= 0:
-            raise BadSampleError(path, "no decodable video frames (corrupt or truncated file)")
-        header_n = probe_num_frames(path)
-        why = truncation(header_n, true_n, probe_duration_frames(path))
-        if why:
-            with _lock:
-                _truncated[path] = why
-            raise BadSampleError(path, why)
+    return got, last
+
+
+def _decodable_count(path: str, last: int) -> tuple[int, int]:
+    """``(true count, header count)`` of a file whose last decodable frame is ``last``.
+
+    Raises :class:`BadSampleError` (and remembers why) when the file is truncated
+    (:func:`truncation`); otherwise caches the true count and notes the first shortfall in
+    :class:`BadSampleLog`.
+    """
+    true_n = last + 1
+    if true_n <= 0:
+        raise BadSampleError(path, "no decodable video frames (corrupt or truncated file)")
+    header_n = probe_num_frames(path)
+    why = truncation(header_n, true_n, probe_duration_frames(path))
+    if why:
         with _lock:
-            known = _true_counts.get(path)
-            _true_counts[path] = true_n
-        if known is None:
-            BadSampleLog.note(path, f"header says {header_n} frames but only {true_n} decode "
-                              "(an edit list or a header that overstates the count); using the "
-                              "decodable frames")
-        scale = true_n / max(header_n, max(indices) + 1)
-        remap = {i: min(int(i * scale), true_n - 1) for i in missing}
-        need = sorted(set(remap.values()) - set(got))
-        if need:
-            got3, _, _ = _decode(path, need, max_shorter, seek=False)
-            got.update(got3)
-        for i, j in remap.items():
-            if j not in got:
-                raise BadSampleError(path, f"frame {i} (or its substitute {j}) cannot be decoded")
-            got[i] = got[j]
-    frames = [got[i] for i in indices]
-    shapes = {f.shape for f in frames}
-    if len(shapes) != 1:
-        raise BadSampleError(path, f"frame size changes inside the video: {sorted(shapes)}")
-    return np.stack(frames)
+            _truncated[path] = why
+        raise BadSampleError(path, why)
+    with _lock:
+        known = _true_counts.get(path)
+        _true_counts[path] = true_n
+    if known is None:
+        BadSampleLog.note(path, f"header says {header_n} frames but only {true_n} decode "
+                          "(an edit list or a header that overstates the count); using the "
+                          "decodable frames")
+    return true_n, header_n
 
 
-def count_decodable_frames(path: str) -> int:
-    """Decode the whole video and count frames (slow; for tests and ``prepare_data``)."""
-    container = _open(path)
-    try:
-        n = 0
-        try:
-            for _ in container.decode(container.streams.video[0]):
-                n += 1
-        except (av.error.FFmpegError, ValueError, OSError):
-            pass
-        return n
-    finally:
-        container.close()
+def _substitute_past_end(path: str, indices: list, missing: list, got: dict, last: int,
+                         max_shorter) -> None:
+    """Fill ``got[i]`` for the ``missing`` indices (past the last decodable frame) with the frame
+    at ``i`` rescaled from the header's count onto the ``last + 1`` decodable ones."""
+    true_n, header_n = _decodable_count(path, last)
+    scale = true_n / max(header_n, max(indices) + 1)
+    remap = {i: min(int(i * scale), true_n - 1) for i in missing}
+    need = sorted(set(remap.values()) - set(got))
+    if need:
+        got3, _, _ = _decode(path, need, max_shorter, seek=False)
+        got.update(got3)
+    for i, j in remap.items():
+        if j not in got:
+            raise BadSampleError(path, f"frame {i} (or its substitute {j}) cannot be decoded")
+        got[i] = got[j]
 
 
 def iter_video_frames(path: str, max_shorter: int | None = None, stride: int = 1):

@@ -4,6 +4,9 @@
 written artefacts against the Keras model, and only then claims the next free version number with
 an atomic rename; a failed export leaves no version behind and never touches existing versions.
 The parity figures go to the log and to ``<export_dir>/<name>/export_report.json``.
+
+``max_frame_size`` caps the frames ``serving_default`` accepts: the graph holds a request's frames
+as float32 while resizing (12 bytes a pixel), so the cap bounds a request's memory.
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -193,6 +197,100 @@ def _append_report(base: str, name: str, version: int, report: dict) -> str:
     return report_path
 
 
+@dataclass(frozen=True)
+class _Settings:
+    """An export's settings, resolved and checked before any work (see :func:`export_model`)."""
+    num_classes: int
+    labels: list
+    labels_path: str | None
+    t: int                  # frames per clip
+    s: int                  # crop size
+    r: int                  # shorter side before the centre crop (uint8 signature)
+    cap: int                # max frame size of the uint8 signature; 0: no cap
+    clips: np.ndarray       # uint8 parity clips (N, T, H, W, 3)
+
+
+def _check_name(name: str) -> None:
+    """:class:`ExportError` unless ``name`` is a plain, non-numeric directory name."""
+    if not name or os.sep in name or name.startswith(".") or name.isdigit():
+        raise sm.ExportError(f"--name={name!r}: must be a plain, non-numeric directory name")
+
+
+def _resolve_settings(model, labels_file, num_frames, image_size, resize_shorter, max_frame_size,
+                      parity_clips, num_parity_clips) -> _Settings:
+    """Labels, clip geometry, serving sizes and parity clips (arguments: :func:`export_model`'s)."""
+    num_classes = int(model.outputs[0].shape[-1])
+    labels, labels_path = resolve_labels(labels_file, num_classes)
+    t, s = sm.model_input_geometry(model, num_frames, image_size)
+    r = int(resize_shorter or default_resize_shorter(s))
+    cap = int(max_frame_size or 0)
+    clips = _parity_clips(parity_clips, num_parity_clips, t, s, cap)
+    return _Settings(num_classes, labels, labels_path, t, s, r, cap, clips)
+
+
+class _Staging:
+    """What a running export has staged under temp names, and the removal of what it left.
+
+    ``stage``: the SavedModel staging dir (None once claimed as a version); ``tflite``: kind ->
+    staged TFLite file (entries leave as they are published); ``done``: the export succeeded, so
+    the directories it created stay.
+    """
+
+    def __init__(self, base: str):
+        self.base = base
+        self.new_dirs = created_dirs(base)
+        self.stage: str | None = None
+        self.asset_dir: str | None = None
+        self.tflite: dict[str, str] = {}
+        self.done = False
+
+    def make_dirs(self, export_dir: str) -> None:
+        """Create the staging dir in ``base`` and a temporary assets dir."""
+        try:
+            self.stage = sm.staging_dir(self.base)
+        except OSError as e:
+            raise sm.ExportError(f"--export_dir={export_dir}: cannot create a directory in "
+                                 f"{self.base}: {e.strerror or e}") from None
+        self.asset_dir = tempfile.mkdtemp(prefix="rnl-export-assets-")
+
+    def cleanup(self) -> None:
+        """Remove every staged file and dir; also the dirs this export created when it failed."""
+        sm.cleanup(self.stage)
+        for path in self.tflite.values():
+            sm.cleanup(path)
+        if self.asset_dir:
+            shutil.rmtree(self.asset_dir, ignore_errors=True)
+        if not self.done:
+            remove_created_dirs(self.new_dirs)
+
+
+def _save_saved_model(model, staging: _Staging, st: _Settings, name: str, top_k: int, source,
+                      log):
+    """Build the serving module and save it as a SavedModel in the staging dir; returns it."""
+    module = sm.build_serving_module(
+        model, st.labels, st.t, st.s, st.r, top_k, asset_dir=staging.asset_dir,
+        max_frame_size=st.cap,
+        extra_meta={"source_model": source, "labels_source": st.labels_path, "name": name})
+    log(f"export: tracing and saving SavedModel (T={st.t}, S={st.s}, resize_shorter={st.r}, "
+        f"K={st.num_classes}) to staging dir {staging.stage}")
+    sm.save_serving_module(module, staging.stage)
+    return module
+
+
+def _version_report(name, version, files, source, st: _Settings, module, sm_report,
+                    tflite_report, t0: float, t_saved: float) -> dict:
+    """The report of one exported version (``export_report.json``'s entry for it)."""
+    return {"name": name, "version": version, "files": files, "source_model": source,
+            "num_classes": st.num_classes, "num_frames": st.t, "image_size": st.s,
+            "resize_shorter": st.r, "max_frame_size": st.cap, "top_k": module.top_k,
+            "labels_source": st.labels_path,
+            "signatures": module.meta()["signatures"], "outputs": list(sm.OUTPUT_KEYS),
+            "saved_model_parity": sm_report, "tflite": tflite_report or None,
+            "save_seconds": round(t_saved - t0, 1),
+            "total_seconds": round(time.time() - t0, 1),
+            "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
 def export_model(model, export_dir: str, name: str, labels_file: str | None = None, *,
                  num_frames: int | None = None, image_size: int | None = None,
                  resize_shorter: int | None = None, top_k: int = 5, tflite: bool = True,
@@ -215,72 +313,38 @@ def export_model(model, export_dir: str, name: str, labels_file: str | None = No
         and between the float TFLite model and the SavedModel; larger (or NaN) fails the export.
       source: path of the .keras file, recorded in the report.
       max_frame_size: ``serving_default`` refuses frames taller or wider than this (a clear
-        in-graph error; 0 or None: no cap). The graph holds frames as float32 while resizing
-        (12 bytes a pixel): the cap bounds a request's memory.
+        in-graph error; 0 or None: no cap; see the module docstring).
 
     Raises:
       ExportError: a bad name, an unwritable ``export_dir`` (before any work), a failed save or
         parity check. Nothing is left behind: staging files, the temporary assets directory and
         directories this call created are removed.
     """
-    if not name or os.sep in name or name.startswith(".") or name.isdigit():
-        raise sm.ExportError(f"--name={name!r}: must be a plain, non-numeric directory name")
+    _check_name(name)
     check_destination(export_dir, name)
     t0 = time.time()
-    num_classes = int(model.outputs[0].shape[-1])
-    labels, labels_path = resolve_labels(labels_file, num_classes)
-    t, s = sm.model_input_geometry(model, num_frames, image_size)
-    r = int(resize_shorter or default_resize_shorter(s))
-    cap = int(max_frame_size or 0)
-    parity_clips = _parity_clips(parity_clips, num_parity_clips, t, s, cap)
+    st = _resolve_settings(model, labels_file, num_frames, image_size, resize_shorter,
+                           max_frame_size, parity_clips, num_parity_clips)
     base = os.path.join(export_dir, name)
-    new_dirs = created_dirs(base)
-    asset_dir = stage = None
-    staged_tflite: dict[str, str] = {}
-    done = False
+    staging = _Staging(base)
     try:
-        try:
-            stage = sm.staging_dir(base)
-        except OSError as e:
-            raise sm.ExportError(f"--export_dir={export_dir}: cannot create a directory in {base}: "
-                                 f"{e.strerror or e}") from None
-        asset_dir = tempfile.mkdtemp(prefix="rnl-export-assets-")
-        module = sm.build_serving_module(
-            model, labels, t, s, r, top_k, asset_dir=asset_dir, max_frame_size=cap,
-            extra_meta={"source_model": source, "labels_source": labels_path, "name": name})
-        log(f"export: tracing and saving SavedModel (T={t}, S={s}, resize_shorter={r}, "
-            f"K={num_classes}) to staging dir {stage}")
-        sm.save_serving_module(module, stage)
+        staging.make_dirs(export_dir)
+        module = _save_saved_model(model, staging, st, name, top_k, source, log)
         t_saved = time.time()
-        sm_report, sm_probs, clip_np = check_saved_model(stage, model, parity_clips, s, r, labels)
-        _require_saved_model_parity(sm_report, tolerance, len(parity_clips), log)
-
-        tflite_report = (_stage_tflite(model, t, s, base, clip_np, sm_probs, tolerance,
-                                       staged_tflite, log) if tflite else {})
-
-        version, version_dir = sm.claim_version(base, stage)
-        stage = None
-        files = _publish_tflite(base, name, version, version_dir, staged_tflite, tflite_report)
-        report = {"name": name, "version": version, "files": files, "source_model": source,
-                  "num_classes": num_classes, "num_frames": t, "image_size": s,
-                  "resize_shorter": r, "max_frame_size": cap, "top_k": module.top_k,
-                  "labels_source": labels_path,
-                  "signatures": module.meta()["signatures"], "outputs": list(sm.OUTPUT_KEYS),
-                  "saved_model_parity": sm_report, "tflite": tflite_report or None,
-                  "save_seconds": round(t_saved - t0, 1),
-                  "total_seconds": round(time.time() - t0, 1),
-                  "exported_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-        report_path = _append_report(base, name, version, report)
-        report["report_file"] = report_path
+        sm_report, sm_probs, clip_np = check_saved_model(staging.stage, model, st.clips, st.s,
+                                                         st.r, st.labels)
+        _require_saved_model_parity(sm_report, tolerance, len(st.clips), log)
+        tflite_report = (_stage_tflite(model, st.t, st.s, base, clip_np, sm_probs, tolerance,
+                                       staging.tflite, log) if tflite else {})
+        version, version_dir = sm.claim_version(base, staging.stage)
+        staging.stage = None
+        files = _publish_tflite(base, name, version, version_dir, staging.tflite, tflite_report)
+        report = _version_report(name, version, files, source, st, module, sm_report,
+                                 tflite_report, t0, t_saved)
+        report["report_file"] = _append_report(base, name, version, report)
         log(f"export: wrote {name} version {version} to {version_dir} in "
             f"{report['total_seconds']:.0f} s")
-        done = True
+        staging.done = True
         return report
     finally:
-        sm.cleanup(stage)
-        for path in staged_tflite.values():
-            sm.cleanup(path)
-        if asset_dir:
-            shutil.rmtree(asset_dir, ignore_errors=True)
-        if not done:
-            remove_created_dirs(new_dirs)
+        staging.cleanup()

@@ -195,7 +195,7 @@ def architecture_name(spec=None, stage_blocks=None, base_width=None, shift=True,
     """
     resolved = derive(spec or TABLE_I, blocks=stage_blocks, base_width=base_width)
     family = "TSM" if shift else "TSN"
-    if _layout(resolved) == _layout(TABLE_I):
+    if is_resnet50(resolved):
         name = f"{family}-ResNet50"
     else:
         name = (f"{family}-ResNet (blocks {'-'.join(str(b) for b in blocks_of(resolved))}, "
@@ -213,6 +213,12 @@ def attention_label(attention, count) -> str:
     if attention == "none" or not count:
         return "baseline"
     return f"+{count} {ATTENTION_LABELS.get(attention, attention)}"
+
+
+def is_resnet50(spec) -> bool:
+    """True when ``spec`` has Table I's stem and stages (blocks, widths, strides): a ResNet-50,
+    wherever its attention blocks go."""
+    return _layout(spec) == _layout(TABLE_I)
 
 
 def _layout(spec):

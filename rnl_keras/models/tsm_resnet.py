@@ -142,7 +142,8 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
         num_classes, num_frames, dropout, weights, resnet_variant, use_conv_bias, bn_epsilon,
         input_convention, sync_bn, trust_pickled_code, classifier_init, dtype: see
             :func:`tsm_resnet`.
-        name: the model's name (default ``tsm_resnet50_<attention>``).
+        name: the model's name (default ``tsm_resnet50_<attention>`` for Table I's depths and
+            widths, ``tsm_resnet_<attention>`` for a smaller network).
     Returns:
         the ``keras.Model`` of :func:`tsm_resnet`.
     """
@@ -161,10 +162,17 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
         resnet_variant=resnet_variant, use_conv_bias=use_conv_bias, bn_epsilon=bn_epsilon,
         input_convention=input_convention, sync_bn=sync_bn,
         trust_pickled_code=trust_pickled_code,
-        name=name or f"tsm_resnet50_{attention.replace('+', '_')}", image_size=image_size,
+        name=name or _default_name(spec, attention), image_size=image_size,
         shift=shift, fold_div=fold_div, rnl_kwargs=rnl_kwargs, nl_kwargs=nl_kwargs,
         se_reduction=se_reduction, channel_gate_at=channel_gate_at, gate_kwargs=gate_kwargs,
         bn_momentum=bn_momentum, dtype=dtype)
+
+
+def _default_name(spec, attention):
+    """``tsm_resnet50_<attention>`` for Table I's layout; a smaller network is not named a
+    ResNet50 (``tsm_resnet_<attention>``)."""
+    family = "tsm_resnet50" if specs.is_resnet50(spec) else "tsm_resnet"
+    return f"{family}_{attention.replace('+', '_')}"
 
 
 def _synchronize_batch_norms(model):

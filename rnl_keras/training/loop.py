@@ -220,7 +220,8 @@ class Trainer:
         self._write_run_files()
         o = cfg.optim
         self._print(
-            f"Training {self.model.name}: {self.model.count_params():,} params, "
+            f"Training {architecture(cfg.model_kwargs())} ({self.model.name}): "
+            f"{self.model.count_params():,} params, "
             f"strategy={cfg.runtime.strategy} ({self.replicas} replica(s), "
             f"{strat.num_workers(self.strategy)} worker(s)), global batch {o.batch_size} = "
             f"{self.task.per_replica_batch // o.grad_accum_steps} x {o.grad_accum_steps} "

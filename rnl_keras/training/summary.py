@@ -30,15 +30,11 @@ def weights_digest(variables) -> str:
     return h.hexdigest()
 
 
-def architecture(model_kwargs: dict) -> str | None:
-    """The network's name (``rnl_keras.models.spec.architecture_name``; None where the models
-    package does not provide it)."""
-    try:
-        from rnl_keras.models import spec
-    except ImportError:
-        return None
-    name = getattr(spec, "architecture_name", None)
-    return name(**model_kwargs) if name is not None else None
+def architecture(model_kwargs: dict) -> str:
+    """The network's name, e.g. ``"TSM-ResNet50 +5 RNL"`` or ``"TSM-ResNet (blocks 1-1-1-1,
+    width 24) +2 RNL"`` (:func:`rnl_keras.models.spec.architecture_name`)."""
+    from rnl_keras.models.spec import architecture_name
+    return architecture_name(**model_kwargs)
 
 
 def group_records(group_rows) -> list[dict]:

@@ -104,7 +104,9 @@ def test_the_structure_is_the_pre_split_builders():
         got = structure(tsm_resnet50(BUILD["num_classes"], num_frames=BUILD["num_frames"],
                                      image_size=BUILD["image_size"], **kwargs))
         want = snapshot["models"][key]
-        assert got["name"] == want["name"], key
+        # The one deliberate change: a network smaller than Table I's is no longer named
+        # "tsm_resnet50_*" (issue 13: small networks named as what they are).
+        assert got["name"] == want["name"].replace("tsm_resnet50_", "tsm_resnet_"), key
         for index, (ours, theirs) in enumerate(zip(got["layers"], want["layers"])):
             assert ours == theirs, f"{key}: layer {index}"
         assert len(got["layers"]) == len(want["layers"]), key

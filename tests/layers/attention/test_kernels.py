@@ -122,3 +122,22 @@ def test_rnl_layer_symmetric_and_plain_agree(similarity, key_subsample, rng):
         if hasattr(layer, "f_theta_kernel"):
             layer.f_theta_kernel.assign(layer.f_theta_kernel * 30.0)
     np.testing.assert_allclose(np.asarray(a(x)), np.asarray(b(x)), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("similarity", ["gaussian", "cosine"])
+def test_symmetric_path_never_copies_a_score_block(similarity):
+    """Every (block x block) tensor of the symmetric forward is a GEMM output or an elementwise
+    map / softmax of one: no score block is transposed, sliced or concatenated (the column side
+    takes the transposed GEMM (V_a | 1)^T e instead, kernels' docstring)."""
+    n, block = 40, 10
+    spec = tf.TensorSpec((2, n, 8), tf.float32)
+    graph = tf.function(lambda p, v: kernels.symmetric_forward(p, v, similarity, block)[0]
+                        ).get_concrete_function(spec, spec).graph
+    copies = {"Transpose", "StridedSlice", "Slice", "ConcatV2", "Pack", "Reshape"}
+    square = 0
+    for op in graph.get_operations():
+        for t in op.inputs:
+            if t.shape.rank == 3 and tuple(t.shape[1:]) == (block, block):
+                square += 1
+                assert op.type not in copies, f"{op.type} ({op.name}) copies a score block"
+    assert square >= 2 * 10      # the 10 blocks S_ab, each read by two ops at least

@@ -38,6 +38,9 @@ lost ones stay listed) and probes each address with a bounded TCP connect (the a
 those the trainer reads from, ``--worker_host``). That look-up takes at most ~7 s, parses only a
 protobuf list of ``HOST:PORT`` strings, and fails soft: when the workers cannot be learned the
 message says why and points at the dispatcher's log (``Lost worker HOST:PORT due to timeout``).
+A worker whose process is frozen (SIGSTOP, a hung host whose kernel still answers) accepts the
+TCP connect, so it is listed as still answering: the message then names no lost worker, and the
+dispatcher's log (once its worker timeout passes) is the place to look.
 
 Augmentation semantics are those of local input: the shard order of each epoch is a
 permutation drawn from the epoch's seed, and each clip's frame sampling, crop and flip come from

@@ -8,7 +8,8 @@
 Workers decode TFRecord shards (``pipelines/prepare_data.py``), sample and augment; the trainer
 only batches and feeds. They run TensorFlow ops only (see :mod:`rnl_keras.data.service`), so
 this program imports nothing but TensorFlow (and, on the dispatcher, the small
-:mod:`rnl_keras.data.service_workers`) and starts fast. The shard paths of the trainer's
+:mod:`rnl_keras.service_workers`, which needs only the standard library, grpcio and protobuf,
+both TensorFlow's own dependencies) and starts fast. The shard paths of the trainer's
 ``--train_list`` must be readable under the same names on every worker machine (a shared file
 system or a ``gs://`` bucket). Each process logs what it serves (dispatcher: its registered
 workers by address whenever the list or their state changes, e.g. ``2 worker(s) registered:
@@ -123,14 +124,14 @@ def _dispatcher() -> None:
 
 def dispatcher_status(server, port: int) -> str:
     """``N worker(s) registered: HOST:PORT, HOST:PORT (does not answer: lost)``: the workers the
-    dispatcher on ``port`` lists (its GetWorkers RPC, 2 s bound), each probed once (0.5 s
-    bound); only the count when they cannot be listed."""
-    from rnl_keras.data.service_workers import ServiceWorkersError, list_workers, lost_workers
-    try:
-        workers = list_workers(f"localhost:{port}", 2.0)
-    except ServiceWorkersError as err:
-        return f"{server._num_workers()} worker(s) registered (not listed: {err})"
-    lost = lost_workers(workers, 0.5)
+    dispatcher on ``port`` lists (its GetWorkers RPC, 2 s), each probed (0.5 s), the whole
+    look-up bounded (:func:`rnl_keras.service_workers.survey`: it never raises, so a status line
+    cannot end the dispatcher); only the count when they cannot be listed."""
+    from rnl_keras.service_workers import survey
+    found = survey(f"localhost:{port}", rpc_timeout_s=2.0, probe_timeout_s=0.5)
+    if "error" in found:
+        return f"{server._num_workers()} worker(s) registered (not listed: {found['error']})"
+    workers, lost = found["workers"], found["lost"]
     names = ", ".join(w + (" (does not answer: lost)" if w in lost else "") for w in workers)
     return f"{len(workers)} worker(s) registered" + (f": {names}" if names else "")
 

@@ -27,6 +27,8 @@ from absl import app, flags
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from rnl_keras.atomic_io import write_json_atomic  # noqa: E402
+
 flags.DEFINE_boolean("quick", False, "CI size: a tiny dataset and a few training steps; every "
                      "stage runs, no accuracy target.")
 flags.DEFINE_boolean("shift", True, "TSM temporal shift (false: the per-frame baseline).")
@@ -92,9 +94,7 @@ def _write_data(data_dir, spec):
     t0 = time.time()
     info = write_synthetic_dataset(data_dir, seed=0, **spec)
     info["spec"] = wanted
-    with open(marker + ".tmp", "w", encoding="utf-8") as f:
-        json.dump(info, f)
-    os.replace(marker + ".tmp", marker)
+    write_json_atomic(marker, info)
     print(f"[data] wrote {spec['num_train']} + {spec['num_val']} videos to {data_dir} in "
           f"{time.time() - t0:.1f} s", flush=True)
     return info
@@ -228,16 +228,6 @@ def _predict(demo, version_dir, val_clip, resize_shorter):
     return predictions
 
 
-def _model_name(train_args):
-    """What the trained network is (``TSM-ResNet (blocks 1-1-1-1, width 24)`` for the demo's)."""
-    from rnl_keras.models.spec import architecture_name
-    blocks = train_args.get("stage_blocks")
-    width = train_args.get("base_width")
-    return architecture_name(
-        stage_blocks=tuple(int(b) for b in blocks.split(",")) if blocks else None,
-        base_width=int(width) if width else None, shift=FLAGS.shift)
-
-
 def _report(demo, results, wall):
     """Write ``demo_report_<tag>.json`` and print the summary; returns whether top-1 is met."""
     train_summary, train_args, evaluation, version_dir, predictions, val_clip = results
@@ -255,15 +245,14 @@ def _report(demo, results, wall):
         "export": version_dir, "predictions": predictions,
         "synthetic_clip_true_label": val_clip[1],
     }
-    with open(os.path.join(demo.out_dir, f"demo_report_{demo.tag}.json"), "w",
-              encoding="utf-8") as f:
-        json.dump(report, f, indent=2)
+    write_json_atomic(os.path.join(demo.out_dir, f"demo_report_{demo.tag}.json"), report)
     print("\n" + "=" * 72)
     print(f"rnl-keras demo ({demo.tag}) finished in {wall / 60:.1f} min "
           f"(data {seconds['data']:.0f} s, train {seconds['train']:.0f} s, evaluate "
           f"{seconds['evaluate']:.0f} s, export {seconds['export']:.0f} s, predict "
           f"{seconds['predict']:.0f} s)")
-    print(f"  model: {_model_name(train_args)} attention={train_args.get('attention')} "
+    print(f"  model: {train_summary.get('architecture')} "
+          f"attention={train_args.get('attention')} "
           f"shift={FLAGS.shift}, {train_summary.get('global_steps')} steps, "
           f"{train_summary.get('clips_per_sec')} clips/s")
     print(f"  validation ({evaluation.get('num_videos')} synthetic videos): top-1 "

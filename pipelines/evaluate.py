@@ -160,7 +160,8 @@ def _service_dataset(cfg):
         while True:
             n += 1
             deadline.arm(FLAGS.data_service_timeout_s,
-                         lambda n=n: stall_report(FLAGS.data_service, f"reading batch {n}"))
+                         lambda n=n: stall_report(FLAGS.data_service, f"reading batch {n}",
+                                                  FLAGS.data_service_timeout_s))
             try:
                 batch = next(iterator)
             except StopIteration:
@@ -207,10 +208,11 @@ def _evaluate(argv, phase):
                  cfg.num_test_clips, cfg.test_crops, FLAGS.score_average)
     phase[0] = f"evaluating --list_file={FLAGS.list_file}"
     preds = collect_predictions(model, dataset, log=logging.info)
-    phase[0] = f"writing --report={FLAGS.report}"
+    phase[0] = "scoring the predictions"
     report, cm = summarize(preds["logits"], preds["labels"], preds["video_index"], num_classes,
                            class_names, score_average=FLAGS.score_average)
     _complete_report(report, cm, cfg, settings)
+    phase[0] = f"writing --report={FLAGS.report}"
     _write_outputs(report, cm, preds, class_names, num_classes)
     print(f"videos {report['num_videos']}  single-view top1 {report['single_view']['top1']:.4f} "
           f"top5 {report['single_view']['top5']:.4f}  multi-view ({cfg.views_per_video} views) "

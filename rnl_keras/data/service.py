@@ -32,7 +32,7 @@ for ever. The trainer (and ``evaluate.py``) bound every read by ``--data_service
 it passes they end (exit 1) with :func:`stall_report`: the phase, the dispatcher, and the lost
 worker by address, e.g. ``Lost: worker 10.0.0.3:5051 does not answer (ConnectionRefusedError:
 ...); the clips it held in this pass are not delivered. Still answering: 10.0.0.2:5051``.
-TensorFlow's Python API lists no workers; :mod:`rnl_keras.data.service_workers` asks the
+TensorFlow's Python API lists no workers; :mod:`rnl_keras.service_workers` asks the
 dispatcher's own ``GetWorkers`` RPC (every worker registered since it, or its journal, started;
 lost ones stay listed) and probes each address with a bounded TCP connect (the addresses are
 those the trainer reads from, ``--worker_host``). That look-up takes at most ~7 s, parses only a
@@ -261,25 +261,27 @@ def account_bad_samples(ds: tf.data.Dataset, cfg: DataConfig, record_indices) ->
     return ds.map(handle).filter(keep).map(payload_of)
 
 
-def stall_report(address: str, what: str) -> str:
+def stall_report(address: str, what: str, timeout_s: float | None = None) -> str:
     """The message for a stalled service read: no batch from ``address`` in time, and why.
 
     The trainer (and ``evaluate.py``) call it when ``--data_service_timeout_s`` passes without a
     batch, just before the process ends; their watchdog prefixes ``<prog>: FAILED: no progress
     for N s``. It asks the dispatcher for its registered workers and probes each one
-    (:func:`rnl_keras.data.service_workers.survey`, at most ~7 s in all, never raising): a worker
+    (:func:`rnl_keras.service_workers.survey`, at most ~7 s in all, never raising): a worker
     that accepts no connection is named as lost. When the workers cannot be learned the message
     says so and points at the dispatcher's log, as before.
 
     Args:
       address: ``grpc://HOST:PORT`` of the dispatcher.
       what: what the process was doing (``"epoch 1 step 5"``).
+      timeout_s: the --data_service_timeout_s that passed (named in the message when given).
     Returns:
       The message (one paragraph), naming the phase, the dispatcher and the lost worker(s).
     """
-    from rnl_keras.data.service_workers import survey
+    from rnl_keras.service_workers import survey
+    limit = "" if timeout_s is None else f"={timeout_s:g}"
     head = (f"while {what}: no batch from the tf.data service {address} within "
-            "--data_service_timeout_s.")
+            f"--data_service_timeout_s{limit}.")
     return f"{head} {workers_report(survey(address), address)}"
 
 

@@ -138,7 +138,8 @@ def tsm_resnet50(num_classes, num_frames=8, attention="rnl", image_size=224, shi
         channel_gate_at, gate_kwargs: positions that get a ChannelGate before their attention
             block (the release: ``(("res3", 0),)``) and its arguments (e.g. ``bn_momentum``).
         bn_momentum: of the backbone's BatchNorms; 0.9 is PyTorch's (and TSM's) 0.1.
-        include_top: ``False`` returns per-frame pooled features (B, T, 2048).
+        include_top: ``False`` returns per-frame pooled features (B, T, C), C = 4 x the last
+            stage's width (2048 for Table I).
         num_classes, num_frames, dropout, weights, resnet_variant, use_conv_bias, bn_epsilon,
         input_convention, sync_bn, trust_pickled_code, classifier_init, dtype: see
             :func:`tsm_resnet`.

@@ -146,9 +146,6 @@ class TensorBoardScalars(Callback):
                                              "val/top5": record["val_top5"],
                                              "val/loss": record["val_loss"]})
 
-    def flush(self) -> None:
-        self.writer.flush()
-
 
 class BestModel(Callback):
     """``best.keras`` (chief) and the best-top-1 counters whenever validation improves."""

@@ -6,6 +6,12 @@ reduction of a 2-vector) and the metrics of :func:`make_train_step` (cross-entro
 correct count, one reduction of a 2-vector). :func:`sum_over_workers` and
 :func:`gather_over_workers` serve the rarer host-side agreements (a stop outside the step,
 validation sums, the service job name, the workers' final digests).
+
+The gradients themselves are all-reduced by the optimizer; with ``--clip_grad_norm`` (default 20)
+and more than one replica the task all-reduces them once more before the optimizer does
+(:meth:`~rnl_keras.training.task.VideoClassificationTask._clip`: the norm must be that of the
+whole batch's gradient), so such steps carry the gradients twice. Not mended: Keras 3's optimizer
+has no switch to skip its own aggregation.
 """
 from __future__ import annotations
 

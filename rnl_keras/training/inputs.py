@@ -181,20 +181,10 @@ class TaskInputs:
 
 
 def stall_message(address: str, timeout_s: float, what: str) -> str:
-    """The message for no batch from the tf.data service within ``timeout_s``.
-
-    ``rnl_keras.data.service.stall_report`` (which names the lost worker when it can) when that
-    module provides it, else a generic text pointing at the dispatcher's log.
-    """
-    from rnl_keras.data import service
-    report = getattr(service, "stall_report", None)
-    if report is not None:
-        return report(address, what)
-    return (f"while {what}: no batch from the tf.data service {address} within "
-            f"--data_service_timeout_s={timeout_s:g}. A worker holding part of this pass was "
-            "probably lost: the dispatcher's log names it ('Lost worker HOST:PORT'); the clips "
-            "it held are not delivered. Restart the worker (or check that workers are "
-            "registered) and rerun: training resumes from the last checkpoint")
+    """The message for no batch from the tf.data service within ``timeout_s``: the phase, the
+    dispatcher and the lost worker(s) (:func:`rnl_keras.data.service.stall_report`)."""
+    from rnl_keras.data.service import stall_report
+    return stall_report(address, what, timeout_s)
 
 
 class BatchReader:

@@ -34,12 +34,11 @@ from rnl_keras.training import model_dir as mdir
 from rnl_keras.training.checkpointing import Checkpoints, TrainState
 from rnl_keras.training.config import ConfigError, TrainConfig
 from rnl_keras.training.guard import RunGuard
-from rnl_keras.training.inputs import (BatchReader, check_data, data_config,  # noqa: F401
-                                       epoch_seed, service_probe_s, service_run_id)
+from rnl_keras.training.inputs import BatchReader, check_data, service_probe_s, service_run_id
 from rnl_keras.training.summary import architecture, final_report, group_records, weights_digest
 from rnl_keras.training.task import VideoClassificationTask
 
-__all__ = ["Trainer", "check_data", "data_config", "epoch_seed", "weights_digest"]
+__all__ = ["Trainer"]
 
 
 @dataclasses.dataclass
@@ -235,7 +234,8 @@ class Trainer:
             return
         cfg, model_dir = self.cfg, self.cfg.runtime.model_dir
         if cfg.data.classes_file and os.path.isfile(cfg.data.classes_file):
-            shutil.copyfile(cfg.data.classes_file, os.path.join(model_dir, "classes.txt"))
+            write_atomic(os.path.join(model_dir, "classes.txt"),
+                         lambda tmp: shutil.copyfile(cfg.data.classes_file, tmp))
         write_json_atomic(os.path.join(model_dir, "config.json"), cfg.to_dict(), sort_keys=True)
 
     def _run_epoch(self, epoch: int, tally: _Tally) -> None:

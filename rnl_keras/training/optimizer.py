@@ -100,11 +100,9 @@ def make_schedule(cfg, steps_per_epoch: int):
     """The per-step learning-rate schedule (``effective_lr()`` is the peak lr).
 
     Args:
-        cfg: the optimisation section (:class:`~rnl_keras.training.config.OptimConfig`) or a
-            whole TrainConfig.
+        cfg: the optimisation section (:class:`~rnl_keras.training.config.OptimConfig`).
         steps_per_epoch: global steps of one epoch.
     """
-    cfg = getattr(cfg, "optim", cfg)
     base = cfg.effective_lr()
     warmup = int(round(cfg.warmup_epochs * steps_per_epoch))
     if cfg.lr_schedule == "step":
@@ -122,7 +120,7 @@ def make_optimizer(cfg, steps_per_epoch: int, schedule=None,
     """The optimizer of the optimisation section.
 
     Args:
-        cfg: the :class:`~rnl_keras.training.config.OptimConfig` (or a whole TrainConfig).
+        cfg: the :class:`~rnl_keras.training.config.OptimConfig`.
         steps_per_epoch: for the schedule (when ``schedule`` is None).
         schedule: the learning-rate schedule (default: ``make_schedule(cfg, ...)``).
         groups: ``param_groups(model, "release")``; required with ``--param_groups=release``.
@@ -132,7 +130,6 @@ def make_optimizer(cfg, steps_per_epoch: int, schedule=None,
         in the loss) and clipping are applied by the train step. ``release``: a
         :class:`GroupedSGD` that applies the groups' lr multipliers and the decay itself.
     """
-    cfg = getattr(cfg, "optim", cfg)
     schedule = schedule if schedule is not None else make_schedule(cfg, steps_per_epoch)
     if cfg.optimizer == "adam":
         return keras.optimizers.Adam(learning_rate=schedule, beta_1=cfg.momentum, name="adam")

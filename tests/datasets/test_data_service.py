@@ -26,7 +26,7 @@ from rnl_keras.data.service import (DataServiceError, check_service_source, serv
                                     served_train_dataset, service_eval_dataset,
                                     service_train_dataset)
 from rnl_keras.data.service_address import DataServiceAddressError, check_service_address
-from rnl_keras.data.service_workers import ServiceWorkersError, decode_workers
+from rnl_keras.service_workers import ServiceWorkersError, decode_workers
 
 from tests.datasets.service_helpers import REPO, Cluster, env, free_port, write_shards
 

@@ -111,16 +111,12 @@ def test_deadline_still_ends_the_process_when_the_message_fails():
     assert "the message could not be built: ZeroDivisionError" in proc.stdout
 
 
-def test_service_stall_message_is_built_lazily_from_the_service_report(monkeypatch):
+def test_service_stall_message_is_the_service_report_with_the_limit(monkeypatch):
     from rnl_keras.data import service
     from rnl_keras.training.inputs import stall_message
 
-    seen = []
-    monkeypatch.setattr(service, "stall_report",
-                        lambda address, what: seen.append((address, what)) or "report",
-                        raising=False)
-    assert stall_message("grpc://h:1", 5.0, "epoch 1 step 2") == "report"
-    assert seen == [("grpc://h:1", "epoch 1 step 2")]
-    monkeypatch.delattr(service, "stall_report", raising=False)
+    monkeypatch.setattr(service, "workers_report", lambda found, address: "WORKERS")
+    monkeypatch.setattr("rnl_keras.service_workers.survey", lambda address: {"error": "x"})
     text = stall_message("grpc://h:1", 5.0, "epoch 1 step 2")
-    assert text.startswith("while epoch 1 step 2: no batch from the tf.data service grpc://h:1")
+    assert text == ("while epoch 1 step 2: no batch from the tf.data service grpc://h:1 within "
+                    "--data_service_timeout_s=5. WORKERS")

@@ -27,6 +27,7 @@ SIGTERM end it at once (exit 130 / 143). With ``--data_service`` a read that get
 ``--data_service_timeout_s`` ends it (exit 1) naming the dispatcher and the lost worker
 (``rnl_keras.data.service.stall_report``).
 """
+import itertools
 import os
 import sys
 
@@ -142,10 +143,10 @@ def resolve_model_and_settings(model):
 def _service_dataset(cfg):
     """The eval batches read from --data_service, each one bounded by --data_service_timeout_s
     (the process then ends with exit 1 naming the dispatcher and the lost worker: the message is
-    built only then, by ``stall_report``)."""
-    from rnl_keras.data.service import DataServiceError, service_eval_dataset, stall_report
+    built only then, by ``stall_report``: the trainer's ``BatchReader``)."""
+    from rnl_keras.data.service import DataServiceError, service_eval_dataset
     from rnl_keras.data.service_address import DataServiceAddressError
-    from rnl_keras.training.failures import Deadline
+    from rnl_keras.training.inputs import BatchReader
     if not FLAGS.data_service_timeout_s > 0:
         raise app.UsageError("--data_service_timeout_s: must be > 0")
     try:
@@ -153,23 +154,10 @@ def _service_dataset(cfg):
                                   min(30.0, FLAGS.data_service_timeout_s))
     except (DataServiceError, DataServiceAddressError) as e:
         raise app.UsageError(str(e)) from None
-    deadline = Deadline(prog="evaluate.py")
-
-    def bounded():
-        iterator, n = iter(ds), 0
-        while True:
-            n += 1
-            deadline.arm(FLAGS.data_service_timeout_s,
-                         lambda n=n: stall_report(FLAGS.data_service, f"reading batch {n}",
-                                                  FLAGS.data_service_timeout_s))
-            try:
-                batch = next(iterator)
-            except StopIteration:
-                return
-            finally:
-                deadline.disarm()
-            yield batch
-    return bounded()
+    reader = BatchReader(FLAGS.data_service, FLAGS.data_service_timeout_s, prog="evaluate.py")
+    reader.start()
+    batches = itertools.count(1)
+    return reader.iterate(ds, lambda: f"reading batch {next(batches)}")
 
 
 def main(argv):

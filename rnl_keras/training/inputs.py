@@ -188,29 +188,34 @@ def stall_message(address: str, timeout_s: float, what: str) -> str:
 
 
 class BatchReader:
-    """``next(iterator)``; with ``--data_service`` each read is bounded by
-    ``--data_service_timeout_s`` (the process then ends with :func:`stall_message`, built only
-    when the limit passes)."""
+    """``next(iterator)``; with a tf.data service each read is bounded by ``timeout_s`` (the
+    process then ends with :func:`stall_message`, built only when the limit passes). Used by the
+    trainer and by ``evaluate.py``.
 
-    def __init__(self, cfg: TrainConfig):
-        self.cfg = cfg
+    Args:
+      address: ``--data_service`` (``grpc://HOST:PORT``); empty / None: reads are not bounded.
+      timeout_s: ``--data_service_timeout_s``.
+      prog: the program named by the exit message.
+    """
+
+    def __init__(self, address: str | None, timeout_s: float, prog: str = "train.py"):
+        self.address, self.timeout_s, self.prog = address, timeout_s, prog
         self._deadline = None
 
     def start(self) -> None:
-        """Arm-able from now on (a watchdog thread; only with --data_service)."""
-        if self.cfg.data.data_service and self._deadline is None:
+        """Arm-able from now on (a watchdog thread; only with a service address)."""
+        if self.address and self._deadline is None:
             from rnl_keras.data import service   # noqa: F401  (imported here, not at fire time)
             from rnl_keras.training.failures import Deadline
-            self._deadline = Deadline()
+            self._deadline = Deadline(prog=self.prog)
 
     def next(self, iterator, what):
         """The next element; ``what``: the phase (a string, or a function returning it)."""
         if self._deadline is None:
             return next(iterator)
-        d = self.cfg.data
         what = what() if callable(what) else what
-        self._deadline.arm(d.data_service_timeout_s, lambda: stall_message(
-            d.data_service, d.data_service_timeout_s, what))
+        self._deadline.arm(self.timeout_s, lambda: stall_message(self.address, self.timeout_s,
+                                                                 what))
         try:
             return next(iterator)
         finally:

@@ -107,7 +107,7 @@ class Trainer:
         self.steps_per_epoch = steps_per_epoch(cfg, self.num_train)
         self.task = VideoClassificationTask(cfg, self.steps_per_epoch, self.replicas,
                                             train_dataset_fn, val_dataset_fn)
-        self.reader = BatchReader(cfg)
+        self.reader = BatchReader(cfg.data.data_service, cfg.data.data_service_timeout_s)
         self.resumed = None
         self._build()
         self.guard.end()

@@ -12,7 +12,7 @@ from keras import layers
 
 from rnl_keras.models import pretrained, spec as specs
 from rnl_keras.models.backbone import (ATTENTIONS, VARIANTS, attention_block,  # noqa: F401
-                                       tsm_resnet_backbone)
+                                       tsm_resnet_backbone, variant_settings)
 from rnl_keras.models.classifier import CLASSIFIER_INITS, tsm_resnet_classifier  # noqa: F401
 from rnl_keras.models.input_adapter import INPUT_CONVENTIONS
 from rnl_keras.models.spec import TABLE_I
@@ -40,13 +40,11 @@ def _resolve_start(weights, resnet_variant, include_top, num_classes, use_conv_b
             path = pretrained.imagenet_weights_path(
                 resnet_variant, include_top and int(num_classes) == 1000)
     kind = pretrained.weights_format(path) if path else resnet_variant
-    defaults = pretrained.REQUIRED[kind if path else resnet_variant]
-    settings = {"resnet_variant": resnet_variant,
-                "use_conv_bias": defaults["use_conv_bias"] if use_conv_bias is None
-                else bool(use_conv_bias),
-                "bn_epsilon": defaults["bn_epsilon"] if bn_epsilon is None else float(bn_epsilon),
-                "input_convention": (defaults["input_convention"] if path else "torchvision")
-                if input_convention is None else input_convention}
+    use_conv_bias, bn_epsilon = variant_settings(kind, use_conv_bias, bn_epsilon)
+    if input_convention is None:
+        input_convention = pretrained.REQUIRED[kind]["input_convention"] if path else "torchvision"
+    settings = {"resnet_variant": resnet_variant, "use_conv_bias": use_conv_bias,
+                "bn_epsilon": bn_epsilon, "input_convention": input_convention}
     if path:
         pretrained.check_settings(kind, settings, path)
     return path, settings["use_conv_bias"], settings["bn_epsilon"], settings["input_convention"]
